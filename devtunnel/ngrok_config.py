@@ -25,7 +25,7 @@ protections are set at ngrok), is not imported: a tunnel that silently lost its 
 service; nor is an ``http2`` upstream. Settings that change nothing important (``inspect``,
 ``schemes``, metadata) are left out with a note; so are the agent's own settings, each named
 (``authtoken`` is an ngrok account's, not a relay token; ``web_addr`` with the command that
-moves devtunnel's API there).
+moves devtunnel's API there, which ``devtunnel start`` serves on a loopback ``web_addr`` itself).
 """
 
 from __future__ import annotations
@@ -43,14 +43,14 @@ from devtunnel.config import TunnelSection
 from devtunnel.errors import ConfigError
 from devtunnel.values.names import label_from
 from devtunnel.values.ngrok_keys import (
-    agent_mutual_tls, edge_labels, internal_binding, pooling, upstream_protocol_problem, url_first_label,
+    agent_mutual_tls, edge_labels, internal_binding, pooling, shown, upstream_protocol_problem, url_first_label,
 )
 from devtunnel.values.target import parse_target
 from devtunnel.rules import RulesError, ngrok_header_rules, ngrok_protection_rules, parse_rules
-from devtunnel.values.terminal import quoted
+from devtunnel.values.terminal import clipped, quoted
 from devtunnel.values.numbers import is_decimal
 
-__all__ = ["ImportedTunnel", "NgrokImport", "read_ngrok_config", "read_ngrok_files", "default_ngrok_paths",
+__all__ = ["ImportedTunnel", "NgrokImport", "WebAddr", "web_addr", "read_ngrok_config", "read_ngrok_files", "default_ngrok_paths",
            "ngrok_files", "load_ngrok_files", "tunnel_sections", "PROTECTIONS"]
 
 PROTECTIONS = {
@@ -66,6 +66,12 @@ PROTECTIONS = {
 }
 """Tunnel keys whose loss would expose the service and that have no rule to carry them: a tunnel
 with any of them is not imported."""
+
+MAX_FILE_BYTES = 1024 * 1024
+"""The largest ngrok.yml read (ngrok's own are a few KiB)."""
+MAX_EXPANDED = 4_000_000
+"""The most characters a file's values may come to with every alias written out: well above what
+a file of ``MAX_FILE_BYTES`` without aliases comes to, far below what exhausts memory."""
 
 _TAKEN = frozenset({"proto", "addr", "upstream", "host_header", "name", "url", "subdomain", "hostname", "domain",
                     "auth", "basic_auth", "ip_restriction", "pooling_enabled", "verify_upstream_tls", "app_protocol",
@@ -129,6 +135,29 @@ class ImportedTunnel:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class WebAddr:
+    """ngrok's ``web_addr`` as devtunnel's agent API takes it (``web_addr()``)."""
+
+    text: str
+    """As a message shows it: ``127.0.0.1:4141``, ``false``, ``'0.0.0.0:4141'``."""
+    port: int | None
+    """The port the agent API takes on 127.0.0.1 (0: ``false``, no API), or None when it cannot."""
+    why: str = ""
+    """Why it cannot (``port`` None)."""
+
+    def says(self, where: str) -> str:
+        """What ``devtunnel start`` does with it, ``where`` naming the file(s): a line for ``config check``."""
+        if self.port == 0:
+            return (f"web_addr false: devtunnel start runs no agent API, as ngrok (with the inspector, its agent "
+                    f"takes a free port); --api-port or agent.api_port wins over {where}")
+        if self.port is None:
+            return (f"web_addr {self.text} not used: {self.why}; devtunnel start serves the agent API on "
+                    "127.0.0.1:4040 or the next free port")
+        return (f"web_addr {self.text}: devtunnel start serves the agent API on 127.0.0.1:{self.port} (an error if "
+                f"it is taken, as in ngrok); --api-port or agent.api_port wins over {where}")
+
+
 @dataclass
 class NgrokImport:
     """What an ngrok.yml turns into: the tunnels, those left out and why, and notes on dropped keys."""
@@ -137,6 +166,8 @@ class NgrokImport:
     tunnels: list[ImportedTunnel] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    web_addr: WebAddr | None = None
+    """The agent's ``web_addr``, when the files give one."""
 
     def named(self, name: str) -> ImportedTunnel | str | None:
         """The tunnel ``ngrok start NAME`` starts: the one of that name in the file, or of the
@@ -191,12 +222,17 @@ def load_ngrok_files(paths: Sequence[Path]) -> NgrokImport:
     """The tunnels of the ngrok.yml files at ``paths``, read as one (``read_ngrok_files``).
 
     Raises:
-        ConfigError: a file cannot be read or is not a valid ngrok configuration; the message names it.
+        ConfigError: a file cannot be read, is larger than ``MAX_FILE_BYTES``, or is not a valid
+            ngrok configuration; the message names it.
     """
     texts = []
     for path in paths:
         try:
-            texts.append((path.read_text(encoding="utf-8"), str(path)))
+            with open(path, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)  # bounded: a path may name a device or a huge file
+            if len(data) > MAX_FILE_BYTES:
+                raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB: not an ngrok configuration")
+            texts.append((data.decode("utf-8"), str(path)))
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     return read_ngrok_files(texts)
@@ -216,13 +252,64 @@ def tunnel_sections(tunnels: Sequence[ImportedTunnel], source: str) -> tuple[Tun
     return tuple(layer.get("tunnels", {}).values())
 
 
+class _Refused(Exception):
+    """What ``_StrictLoader`` refuses in a document that is valid YAML: said as the file's error."""
+
+
+def _expanded_size(root: Any) -> int:
+    """The characters of the document at ``root`` (a node) with every alias written out in full,
+    a value counting one more than its text: counted once per node and added up, never expanded.
+
+    Raises:
+        _Refused: past ``MAX_EXPANDED``, or an alias inside the value it names (a recursive value).
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        if children_done:
+            on_path.discard(key)
+            own = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+            sizes[key] = 1 + own + sum(sizes[id(child)] for child in children)
+            if sizes[key] > MAX_EXPANDED:
+                raise _Refused(f"its aliases (*NAME) expand it to more than {MAX_EXPANDED:,} characters: not read")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise _Refused("an alias (*NAME) stands inside the value it names: a value without end")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
 class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
     """``yaml.SafeLoader`` refusing a key given twice in one mapping, as ngrok does: PyYAML keeps
-    the last one, so a second ``web:`` tunnel would silently replace the first."""
+    the last one, so a second ``web:`` tunnel would silently replace the first.
+
+    Aliases (``*NAME``, as go-yaml, ngrok's reader, takes them) are bounded: a document whose
+    aliases would write out more than ``MAX_EXPANDED`` characters is refused before any value is
+    built (a file of a few hundred bytes aliasing a list of ten lists, nine times over, is a
+    billion values wherever it is walked or printed)."""
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node)
+        return node
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *shared``: its keys come first, and the mapping's own replace them
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
@@ -231,7 +318,7 @@ class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
                 continue
             if duplicate:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"{quoted(str(key))} is given twice in the same mapping", key_node.start_mark
+                    None, None, f"{shown(key)} is given twice in the same mapping", key_node.start_mark
                 )
         return super().construct_mapping(node, deep)
 
@@ -268,8 +355,16 @@ def read_ngrok_files(files: Sequence[tuple[str, str]]) -> NgrokImport:
 
 def _document(text: str, source: str) -> dict[Any, Any]:
     """One ngrok.yml parsed, checked to be a mapping of a known version."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: larger than {MAX_FILE_BYTES // 1024} KiB: not an ngrok configuration")
     try:
         doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except _Refused as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: its values are nested too deeply: not an ngrok configuration") from None
+    except ValueError as exc:  # a scalar that cannot be built: an integer of 4301 digits, a 13th month
+        raise ConfigError(f"{source}: not valid YAML: {clipped(str(exc).split('; use ')[0], 200)}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -281,14 +376,23 @@ def _document(text: str, source: str) -> dict[Any, Any]:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: expected a mapping of settings, got {type(doc).__name__}")
-    version = str(doc.get("version", "2")).strip().strip('"')
+    version = _version(doc)
     if version not in ("1", "2", "3"):
-        raise ConfigError(f"{source}: version {quoted(version)} is not an ngrok configuration version (2 or 3)")
+        said = shown(version) if version else shown(doc.get("version"))
+        raise ConfigError(f"{source}: version {said} is not an ngrok configuration version (2 or 3)")
     return doc
 
 
+def _version(doc: dict[Any, Any]) -> str:
+    """The file's ``version`` as text (``2`` when not given; ``""`` when it is no scalar)."""
+    value = doc.get("version", "2")
+    if not isinstance(value, (str, int, float)):
+        return ""
+    return str(value).strip().strip('"')
+
+
 def _read_document(doc: dict[Any, Any], source: str) -> NgrokImport:
-    version = str(doc.get("version", "2")).strip().strip('"')
+    version = _version(doc)
     result = NgrokImport(version=version)
     agent = doc.get("agent") if version == "3" else doc
     if isinstance(agent, dict):
@@ -342,6 +446,7 @@ def _agent_notes(result: NgrokImport, agent: dict[Any, Any]) -> None:
     """Say what becomes of the agent's own settings (v2: the top level; v3: ``agent:``)."""
     result.notes.extend(note for key, note in _AGENT_NOTES.items() if agent.get(key))
     if "web_addr" in agent:
+        result.web_addr = web_addr(agent["web_addr"])
         note = _web_addr_note(agent["web_addr"])
         if note is not None:
             result.notes.append(note)
@@ -358,22 +463,38 @@ def _key_list(keys: list[str]) -> str:
 _NOT_AGENT_SETTINGS = frozenset({"version", "tunnels", "endpoints", "agent", "web_addr"})
 
 
-def _web_addr_note(value: object) -> str | None:
-    """What to do for ngrok's ``web_addr`` (where its agent API and inspector listen); None when
-    devtunnel's default is the same place (``localhost:4040``)."""
-    if value is False or str(value).strip().lower() == "false":
-        return ("web_addr false: to turn devtunnel's agent API off too (for http): "
-                "devtunnel config set agent.api_port 0")
+def web_addr(value: object) -> WebAddr:
+    """ngrok's ``web_addr`` (where its agent API listens) as devtunnel's agent API can take it:
+    the port of a loopback address (``localhost``, ``127.0.0.1``, ``[::1]``), 0 for ``false`` (no
+    API), or none, with why (another address, ``0.0.0.0`` or ``:PORT`` among them: devtunnel's API
+    listens on 127.0.0.1 only)."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "false"):
+        return WebAddr("false", 0)
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        return WebAddr(shown(value), None, "not HOST:PORT")
     text = str(value).strip()
     host, _, port = text.rpartition(":")
     if not is_decimal(port) or not 0 < int(port) < 65536:
-        return f"web_addr {quoted(text)} left out: not HOST:PORT"
-    if host.strip("[]").lower() not in ("", "localhost", "127.0.0.1", "::1"):
-        return f"web_addr {quoted(text)} not imported: devtunnel's agent API listens on 127.0.0.1 only"
-    if int(port) == 4040:
+        return WebAddr(shown(text), None, "not HOST:PORT")
+    if host.strip("[]").lower() not in ("localhost", "127.0.0.1", "::1"):
+        return WebAddr(quoted(text), None, "devtunnel's agent API listens on 127.0.0.1 only")
+    return WebAddr(quoted(text), int(port))
+
+
+def _web_addr_note(value: object) -> str | None:
+    """What ``config import-ngrok`` says of ngrok's ``web_addr``; None when devtunnel's default
+    is the same place (``localhost:4040``)."""
+    found = web_addr(value)
+    if found.port == 0:
+        return ("web_addr false: to turn devtunnel's agent API off too (for http): "
+                "devtunnel config set agent.api_port 0 (devtunnel start takes it from the file)")
+    if found.port is None:
+        left = "left out" if found.why == "not HOST:PORT" else "not imported"
+        return f"web_addr {found.text} {left}: {found.why}"
+    if found.port == 4040:
         return None
-    return (f"web_addr {quoted(text)} not imported: devtunnel's agent API is on 127.0.0.1:4040; to move it: "
-            f"devtunnel config set agent.api_port {int(port)}")
+    return (f"web_addr {found.text} not imported: devtunnel's agent API is on 127.0.0.1:4040; to move it: "
+            f"devtunnel config set agent.api_port {found.port} (devtunnel start takes it from the file)")
 
 
 def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) -> None:
@@ -394,12 +515,13 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     if labeled is not None:
         result.skipped.append((name, f"{labeled}: importing it would expose the service without them"))
         return
-    proto = str(body.get("proto", "http")).lower()
+    given = body.get("proto", "http")
+    proto = given.lower() if isinstance(given, str) else shown(given)
     url = body.get("url")
     if isinstance(url, str) and "://" in url:
         proto = url.split("://", 1)[0].lower()
     if proto not in ("http", "https"):
-        result.skipped.append((name, f"{proto} tunnels are not supported (only http)"))
+        result.skipped.append((name, f"{clipped(proto, 100)} tunnels are not supported (only http)"))
         return
     upstream = body.get("upstream")
     protocol = upstream_protocol_problem(body)
@@ -414,6 +536,10 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     addr = upstream.get("url") if isinstance(upstream, dict) else body.get("addr", upstream)
     if addr is None:
         result.skipped.append((name, "it has no addr (v2) or upstream.url (v3)"))
+        return
+    if not isinstance(addr, (str, int)) or isinstance(addr, bool):
+        key = "upstream url" if isinstance(upstream, dict) else "addr"
+        result.skipped.append((name, f"its {key} {shown(addr)} is not a port, HOST:PORT or URL"))
         return
     addr_text = str(addr)
     if addr_text.startswith("file://"):
@@ -445,10 +571,10 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     if host_header in ("rewrite", "preserve"):
         mode = str(host_header)
     elif host_header:
-        result.notes.append(f"{name}: host_header {quoted(host_header)}: only rewrite or preserve exist; left out")
+        result.notes.append(f"{name}: host_header {shown(host_header)}: only rewrite or preserve exist; left out")
     public = next((body.get(k) for k in ("url", "domain", "hostname", "subdomain") if body.get(k)), None)
     if public:
-        result.notes.append(f"{name}: public address {quoted(public)} left out: the relay names it {label}.DOMAIN")
+        result.notes.append(f"{name}: public address {shown(public)} left out: the relay names it {label}.DOMAIN")
     for key in sorted(set(body) - _TAKEN):
         reason = _IGNORED.get(key, "no equivalent")
         result.notes.append(f"{name}: {key} left out ({reason})")
@@ -481,7 +607,7 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
                             + (" (passwords stored as sha256 hashes)" if "basic auth" in kinds else ""))
     inspect = body.get("inspect", True)
     if not isinstance(inspect, bool):
-        result.notes.append(f"{name}: inspect {quoted(inspect)} is not true or false: left out (recorded)")
+        result.notes.append(f"{name}: inspect {shown(inspect)} is not true or false: left out (recorded)")
         inspect = True
     result.tunnels.append(ImportedTunnel(name=label, target=addr_text, host_header=mode, source=name, rules=rules,
                                          pool=pool, record=inspect))

@@ -6,7 +6,7 @@ program's output. Starting, watching and restarting the program is the agent's j
 
 ====================  =========================================================================
 ``cloudflared``       ``cloudflared tunnel --url http://127.0.0.1:PORT``; prints a box with
-                      ``https://<words>.trycloudflare.com``
+                      ``|  https://<words>.trycloudflare.com  |`` on a line of its own
 ``localhost.run``     ``ssh -R 80:127.0.0.1:PORT nokey@localhost.run``; prints
                       ``<id>.lhr.life tunneled with tls termination, https://<id>.lhr.life``
                       (``localhost.run`` too, its former domain)
@@ -27,6 +27,7 @@ program's output. Starting, watching and restarting the program is the agent's j
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 
@@ -53,17 +54,25 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _URL_END = r"(?![\w@:-]|\.[\w-])"
 """Where a provider's URL ends: not in the middle of a longer host (``...trycloudflare.com.evil.com``),
 a login (``...@evil.com``) or a port."""
-_CLOUDFLARED = re.compile(r"(https://(?!api\.)[a-z0-9-]+\.trycloudflare\.com)(?![/?#])" + _URL_END)
-"""A quick tunnel's URL is its name alone: ``https://api.trycloudflare.com/tunnel`` is where
-cloudflared asks for one, in the error it prints when it cannot (offline, refused)."""
-_LHR = re.compile(r"tunneled with tls termination, (https://(?:[A-Za-z0-9-]+\.)+(?:lhr\.life|localhost\.run))" + _URL_END)
-_PINGGY = re.compile(r"(https://(?:[A-Za-z0-9-]+\.)+pinggy\.(?:link|online))" + _URL_END)
-_SERVEO = re.compile(r"Forwarding HTTP traffic from (https://(?:[A-Za-z0-9-]+\.)+(?:serveo\.net|serveousercontent\.com))"
-                     + _URL_END)
+# Each provider's URL is read from the line that announces it, whole, never from anywhere in a
+# line: cloudflared at debug level logs every request's URL, and a request for
+# ``/https://other.trycloudflare.com`` puts another quick tunnel's URL in its line.
+_CLOUDFLARED = re.compile(r"^(?:\S+ +){0,2}\|  (https://(?!api\.)[a-z0-9-]+\.trycloudflare\.com) {2,}\|$")
+"""The URL line of cloudflared's box (``AsciiBox`` in its ``quick_tunnel.go``), after at most a time
+and a level (``2024-12-20T10:30:18Z INF |  https://<words>.trycloudflare.com   |``). A quick tunnel's
+URL is its name alone: ``https://api.trycloudflare.com/tunnel`` is where cloudflared asks for one,
+in the error it prints when it cannot (offline, refused)."""
+_CLOUDFLARED_BOX = re.compile(r"^\|  (https://(?!api\.)[a-z0-9-]+\.trycloudflare\.com) {2,}\|$")
+"""The same box line as the ``message`` of a JSON log record (cloudflared's ``--output json``)."""
+_LHR = re.compile(r"^\s*[A-Za-z0-9.-]+ tunneled with tls termination, "
+                  r"(https://(?:[A-Za-z0-9-]+\.)+(?:lhr\.life|localhost\.run))" + _URL_END)
+_PINGGY = re.compile(r"^\s*(https://(?:[A-Za-z0-9-]+\.)+pinggy\.(?:link|online))\s*$")
+_SERVEO = re.compile(r"^\s*Forwarding HTTP traffic from "
+                     r"(https://(?:[A-Za-z0-9-]+\.)+(?:serveo\.net|serveousercontent\.com))" + _URL_END)
 _RATE_LIMITED = re.compile(r'status_code="(429 [^"]*)"')
 """cloudflared's ERR line when trycloudflare.com turns a quick tunnel down for too many requests;
 the line it exits with (``failed to unmarshal quick Tunnel: invalid character 'e' ...``) hides it."""
-_ALLOCATED = re.compile(r"Allocated port (\d+) for remote forward to ")
+_ALLOCATED = re.compile(r"^Allocated port (\d+) for remote forward to ")
 _FORWARDED = re.compile(r"^debug1: remote forward success for: listen (\d+), connect ")
 _REFUSED = re.compile(r"^(?:Error|Warning): remote port forwarding failed for listen port \d+"
                       r"|^debug1: remote forward failure for: listen \d+, connect ")
@@ -160,9 +169,9 @@ class Via:
 
     def url_in(self, line: str) -> str | None:
         """The public URL if ``line`` of the program's output announces it, else None."""
-        line = _ANSI.sub("", line)
+        line = _ANSI.sub("", line).rstrip()
         if self.kind == "cloudflared":
-            match = _CLOUDFLARED.search(line)
+            match = _CLOUDFLARED.match(line) or _cloudflared_json(line)
         elif self.kind == "localhost.run":
             match = _LHR.search(line)
         elif self.kind == "pinggy":
@@ -178,6 +187,19 @@ class Via:
         else:
             return None
         return match.group(1) if match else None
+
+
+def _cloudflared_json(line: str) -> re.Match[str] | None:
+    """The box line of a JSON log record (``{"level":"info","message":"|  https://...  |",...}``)."""
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("level") != "info" or not isinstance(record.get("message"), str):
+        return None
+    return _CLOUDFLARED_BOX.match(record["message"].rstrip())
 
 
 def _bracketed_ok(host: str) -> bool:

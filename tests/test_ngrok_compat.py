@@ -438,8 +438,13 @@ def test_import_ngrok_says_per_tunnel_what_agent_tls_and_edge_labels_become(home
 
 @pytest.mark.parametrize(("web_addr", "note"), [
     ("localhost:4040", None),
-    ("false", "web_addr false: to turn devtunnel's agent API off too (for http): devtunnel config set agent.api_port 0"),
+    ("false", "web_addr false: to turn devtunnel's agent API off too (for http): devtunnel config set agent.api_port 0 "
+              "(devtunnel start takes it from the file)"),
     ("0.0.0.0:4040", "web_addr '0.0.0.0:4040' not imported: devtunnel's agent API listens on 127.0.0.1 only"),
+    (":4041", "web_addr ':4041' not imported: devtunnel's agent API listens on 127.0.0.1 only"),
+    ("'[::1]:4041'", "web_addr '[::1]:4041' not imported: devtunnel's agent API is on 127.0.0.1:4040; to move it: "
+                   "devtunnel config set agent.api_port 4041 (devtunnel start takes it from the file)"),
+    ("[a, b]", "web_addr a list left out: not HOST:PORT"),
 ])
 def test_web_addr_is_said_unless_it_is_devtunnel_s_own(web_addr: str, note: str | None) -> None:
     notes = read_ngrok_config(f"web_addr: {web_addr}\ntunnels:\n  web: {{addr: 80}}\n").notes

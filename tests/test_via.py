@@ -101,7 +101,43 @@ def test_the_url_is_taken_without_what_follows_it() -> None:
         "x tunneled with tls termination, https://x.lhr.life\x1b]0;title\x07") == "https://x.lhr.life"
     assert parse_via("serveo").url_in("Forwarding HTTP traffic from https://x.serveousercontent.com") == \
         "https://x.serveousercontent.com"
-    assert parse_via("cloudflared").url_in("Visit https://a-b.trycloudflare.com.") == "https://a-b.trycloudflare.com"
+    assert parse_via("cloudflared").url_in("INF |  https://a-b.trycloudflare.com    |  ") == \
+        "https://a-b.trycloudflare.com"
+
+
+# What a public client can put in a provider's output: cloudflared at debug level logs each
+# request's URL and path, serveo each request's URL.
+ATTACKER = "https://attacker-owned.trycloudflare.com"
+
+
+@pytest.mark.parametrize(
+    ("via", "line"),
+    [
+        ("cloudflared", f"2026-12-07T10:00:02Z DBG GET https://real-words-here.trycloudflare.com/{ATTACKER} HTTP/1.1 "
+                        f"connIndex=0 event=1 path=/{ATTACKER}"),
+        ("cloudflared", f"2026-12-07T10:00:02Z DBG GET https://real.trycloudflare.com/{ATTACKER} HTTP/1.1"),
+        ("cloudflared", f"2026-12-07T10:00:02Z ERR  error=\"Unable to reach the origin\" dest={ATTACKER}"),
+        ("cloudflared", f"Visit {ATTACKER}."),
+        ("cloudflared", f"2026-12-07T10:00:02Z DBG GET /x |  {ATTACKER}  |"),
+        ("cloudflared", f'{{"level":"debug","message":"|  {ATTACKER}  |"}}'),
+        ("cloudflared", f'{{"level":"info","message":"GET {ATTACKER}"}}'),
+        ("pinggy", "GET https://x.a.free.pinggy.link/ 200"),
+        ("pinggy", "see https://x.a.free.pinggy.link"),
+        ("serveo", "HTTP request from 203.0.113.9 to https://x.serveo.net/Forwarding HTTP traffic from https://y.serveo.net"),
+        ("localhost.run", "GET /a tunneled with tls termination, https://evil.lhr.life"),
+        ("ssh:me@example.com", "Banner: Allocated port 4444 for remote forward to 127.0.0.1:1"),
+    ],
+)
+def test_a_url_is_taken_only_from_the_line_that_announces_it(via: str, line: str) -> None:
+    assert parse_via(via).url_in(line) is None
+
+
+def test_cloudflareds_box_is_read_in_its_json_log_too() -> None:
+    record = ('{"level":"info","time":"2026-12-07T10:00:00Z",'
+              '"message":"|  https://seasonal-deck-organisms-sf.trycloudflare.com                   |"}')
+    assert parse_via("cloudflared").url_in(record) == "https://seasonal-deck-organisms-sf.trycloudflare.com"
+    assert parse_via("cloudflared").url_in('{"level":"info","message":3}') is None
+    assert parse_via("cloudflared").url_in('{"level":"info","message":"|  https://a.trycloudflare.com/x  |"}') is None
 
 
 def test_commands_are_argv_lists_to_loopback() -> None:

@@ -148,6 +148,7 @@ class ViaRunner:
         self._fixed_tries = FIXED_PORT_TRIES
         self._run_refused = False  # this run was refused the port it asked for
         self._run_got_url = False
+        self._run_url: str | None = None  # the URL this run of the provider announced
         self._no_url_after = no_url_after
         self._no_url_timer: asyncio.TimerHandle | None = None
         self._memory_key = f"{remember_as or name} {via.describe()}"
@@ -195,6 +196,11 @@ class ViaRunner:
         if url is None:
             self._run_refused = self._run_refused or self.via.forward_refused(text)
             return False
+        if self._run_url is not None:
+            # One process announces one URL, before any traffic: a later line that reads as another
+            # quotes a request (cloudflared's debug log of ``GET /https://other.trycloudflare.com``).
+            return url == self._run_url
+        self._run_url = url
         self._run_got_url = True
         self._disarm()
         if self.via.kind == "ssh":
@@ -221,6 +227,7 @@ class ViaRunner:
             self._update(state="online", pid=child.pid, restarts=child.restarts, message="")
         elif child.state == "starting":
             self._run_got_url = self._run_refused = False
+            self._run_url = None  # a new process may announce a new URL
             self._disarm()
             self._no_url_timer = asyncio.get_running_loop().call_later(self._no_url_after, self._no_url)
             self._update(state="restarting" if child.restarts else "starting", pid=child.pid,

@@ -409,8 +409,9 @@ def toml_errors(path: Path) -> list[str]:
 
 
 def _ngrok_errors(path: Path) -> tuple[list[str], list[str]]:
-    """The problems of an ngrok.yml as ``config import-ngrok`` and ``start`` read it, and a line
-    for each tunnel they would leave out."""
+    """The problems of an ngrok.yml as ``config import-ngrok`` and ``start`` read it, a line
+    for each tunnel they would leave out, and one for where ``start`` serves the agent API
+    (its ``web_addr``)."""
     from devtunnel.ngrok_config import load_ngrok_files, tunnel_sections
 
     try:
@@ -418,7 +419,10 @@ def _ngrok_errors(path: Path) -> tuple[list[str], list[str]]:
         tunnel_sections(result.tunnels, str(path))
     except ConfigError as exc:
         return [str(exc)], []
-    return [], [f"not started: {name}: {why}" for name, why in result.skipped]
+    said = [f"not started: {name}: {why}" for name, why in result.skipped]
+    if result.web_addr is not None:
+        said.append(result.web_addr.says(path.name))
+    return [], said
 
 
 def _check_files(paths: list[Path]) -> int:

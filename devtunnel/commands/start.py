@@ -84,10 +84,31 @@ def prepare(args: argparse.Namespace) -> list[str]:
     note = unused_token_note(bool(args.token), settings.relay.url)  # ngrok's own token, passed out of habit
     if note is not None:
         err(note)
+    _take_web_addr(args, result, settings, files)
     args.settings = dataclasses.replace(settings, tunnels=sections)  # ngrok.yml's tunnels, devtunnel.toml's relay
     args.names = [t.name for t in sections]
     # The inspector's agent process reads the same files again (absolute: wherever it runs).
     return ["start", *(word for p in paths for word in ("--config", str(p.absolute())))]
+
+
+def _take_web_addr(args: argparse.Namespace, result: NgrokImport, settings: Settings, files: str) -> None:
+    """ngrok's ``web_addr`` as ``--api-port``, unless the user chose the port (the flag, or
+    ``agent.api_port`` in devtunnel.toml or the environment): scripts written for that ngrok
+    agent call its API there. A loopback address gives its port (taken: an error, as in ngrok),
+    ``false`` no API; another address (``0.0.0.0:4141``) is said and left out: the API listens
+    on 127.0.0.1 only."""
+    found = result.web_addr
+    if found is None or args.api_port is not None:
+        return
+    if "agent.api_port" in settings.given:
+        if found.port != settings.agent.api_port:
+            err(f"note: web_addr {found.text} of {files} not used: agent.api_port is {settings.agent.api_port}")
+        return
+    if found.port is None:
+        err(f"note: web_addr {found.text} of {files} not used: {found.why}; the agent API takes 127.0.0.1:4040 "
+            "or the next free port (--api-port PORT chooses one)")
+        return
+    args.api_port = found.port  # as --api-port: a port taken is an error, and false (0) is no API
 
 
 def run(args: argparse.Namespace) -> int:

@@ -214,7 +214,8 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
     ``metrics.http.count`` is the number of requests the tunnel has carried; devtunnel does not
     keep ngrok's moving rates and percentiles, so those are left out rather than faked.
     ``error`` reads as the log line saying it: escaped (``values.terminal.escape``), since it may
-    quote what a relay said; so are ``hints``, which quote what a local service answered.
+    quote what a relay said; so are ``hints``, which quote what a local service answered, and the
+    ``message`` of ``via`` and of ``app``, which quote what the provider's program or the app printed.
     """
     public_url = info.public_url or ""
     return {
@@ -230,7 +231,7 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
         "next_retry_at": info.next_retry_at,
         "via": _via_json(info.via),
         "pool": None if info.config is None or not info.config.pool else {"members": info.pool_members},
-        "app": None if info.app is None else dict(info.app),
+        "app": None if info.app is None else _app_json(info.app),
         "waiting": info.waiting,
         "hints": [escape(line) for line in info.hints],
     }
@@ -245,9 +246,17 @@ def _via_json(status: ViaFacts | None) -> dict[str, Any] | None:
         "url": status.url,
         "pid": status.pid,
         "restarts": status.restarts,
-        "message": status.message or None,
+        "message": escape(status.message) if status.message else None,  # it may quote the provider's output
         "local_port": status.port,
     }
+
+
+def _app_json(app: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``app`` object, its ``message`` escaped as ``error`` is: it may quote the app's last line on stderr."""
+    out = dict(app)
+    if isinstance(out.get("message"), str):
+        out["message"] = escape(out["message"])
+    return out
 
 
 

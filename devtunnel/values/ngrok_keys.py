@@ -11,10 +11,28 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from devtunnel.values.terminal import quoted
+from devtunnel.values.terminal import clipped, quoted
 
 __all__ = ["TUNNEL_KEYS", "ENDPOINT_KEYS", "NGROK_KEYS", "upstream_protocol_problem", "internal_binding", "edge_labels",
-           "agent_mutual_tls", "pooling", "url_first_label"]
+           "agent_mutual_tls", "pooling", "url_first_label", "shown"]
+
+SHOWN_CHARACTERS = 100
+"""The most characters of a value of ngrok.yml a message quotes."""
+
+
+def shown(value: object) -> str:
+    """A value of ngrok.yml (or of a request in its shape) named in a message: text quoted and cut
+    to its first ``SHOWN_CHARACTERS``, a number or a boolean as written, a list or a mapping by its
+    kind alone: YAML aliases can make one enormous, and a message never writes it out."""
+    if isinstance(value, str):
+        return quoted(clipped(value, SHOWN_CHARACTERS))
+    if value is None or isinstance(value, (bool, int, float)):
+        return clipped(repr(value), SHOWN_CHARACTERS)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a value of type {type(value).__name__}"
 
 TUNNEL_KEYS = frozenset({
     # every tunnel
@@ -53,7 +71,7 @@ def upstream_protocol_problem(body: object) -> str | None:
     for key, protocol in (("upstream protocol", upstream.get("protocol") if isinstance(upstream, dict) else None),
                           ("app_protocol", body.get("app_protocol"))):
         if protocol not in (None, "", "http1"):
-            return f"{key} {quoted(protocol)} is not supported (only http1)"
+            return f"{key} {shown(protocol)} is not supported (only http1)"
     return None
 
 
@@ -66,7 +84,7 @@ def internal_binding(body: object) -> str | None:
         return None
     bindings = body.get("bindings")
     listed = bindings if isinstance(bindings, list) else [bindings] if bindings else []
-    private = [str(b) for b in listed if str(b).lower() != "public"]
+    private = [b for b in listed if not (isinstance(b, str) and b.lower() == "public")]
     url = body.get("url")
     host = ""
     if isinstance(url, str):
@@ -75,7 +93,7 @@ def internal_binding(body: object) -> str | None:
         private = ["internal"]
     if not private:
         return None
-    return (f"it is bound to {quoted(private[0])}, not the public internet, and every devtunnel tunnel is "
+    return (f"it is bound to {shown(private[0])}, not the public internet, and every devtunnel tunnel is "
             "public on its relay")
 
 
@@ -87,8 +105,9 @@ def edge_labels(body: object) -> str | None:
     if not isinstance(body, dict) or not body.get("labels"):
         return None
     labels = body["labels"]
-    first = str(labels[0] if isinstance(labels, list) and labels else labels)
-    return (f"it is a labeled tunnel ({quoted(first)}), reached only through an ngrok edge whose protections are "
+    first = labels[0] if isinstance(labels, list) and labels else labels
+    label = f" ({shown(first)})" if isinstance(first, (str, int, float)) else ""
+    return (f"it is a labeled tunnel{label}, reached only through an ngrok edge whose protections are "
             "set at ngrok, not in its definition, and every devtunnel tunnel is public on its relay")
 
 
@@ -111,7 +130,7 @@ def pooling(body: dict[str, object]) -> bool:
     value = body.get("pooling_enabled")
     if value is None or isinstance(value, bool):
         return bool(value)
-    raise ValueError(f"pooling_enabled must be true or false, not {quoted(value)}")
+    raise ValueError(f"pooling_enabled must be true or false, not {shown(value)}")
 
 
 def url_first_label(url: str) -> tuple[str, str]:
