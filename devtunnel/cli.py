@@ -364,6 +364,12 @@ The method is sent as typed (methods are case-sensitive). A replay's response is
 when its status, headers and body match the original's, less volatile headers (Date, Age,
 Expires, Server-Timing, X-Request-Id and other per-request ids and traces) and any named
 with --ignore-header.
+An edit that does not fit one of several captures (--set on a body without that field) leaves
+that one out, named on stderr; the others are sent.
+
+exit status: 0 when every replay was answered with success (a webhook delivery 2xx, as its
+provider and send count it; another request 2xx or 3xx), 1 when one was answered 4xx or 5xx,
+got no answer or was left out, 2 on bad usage (nothing sent).
 """)
     p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes (or a webhook's delivery id)")
     p.add_argument("--filter", "-f", default="", metavar="EXPR",

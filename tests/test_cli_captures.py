@@ -537,7 +537,7 @@ def test_replay_to_a_development_server_error_page_prints_its_text_not_its_docty
     finally:
         server.shutdown()
         server.server_close()
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # answered 501: an error answer
     lines = proc.stdout.splitlines()
     assert "501 Unsupported method ('POST')" in lines[0]
     assert lines[1].strip().startswith("Error response — Error code: 501 Message: Unsupported method ('POST').")
@@ -813,7 +813,7 @@ def test_a_reason_phrase_shows_as_utf8_and_is_kept_byte_for_byte(captures: Captu
     ex = captures.exchanges[0]
     with RawServer(answer) as server:
         proc = cli(captures, "replay", ex.id, "--to", server.url)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # answered 418: an error answer
     (new,) = [e for e in _stored(captures) if e.replay_of == ex.id]
     assert proc.stdout.split("  ")[1] == f"418 {shown}", proc.stdout
     assert new.response is not None and new.response.reason.encode("latin-1") == reason  # stored as received
@@ -910,7 +910,7 @@ def test_a_reason_and_a_header_value_read_the_same_everywhere_and_json_always_en
     answer = b"HTTP/1.1 418 " + raw + b"\r\nX-Reason: " + raw + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     ex = captures.exchanges[0]
     with RawServer(answer) as server:
-        assert cli(captures, "replay", ex.id, "--to", server.url).returncode == 0
+        assert cli(captures, "replay", ex.id, "--to", server.url).returncode == 1  # answered 418
     (new,) = [e for e in _stored(captures) if e.replay_of == ex.id]
     assert new.response is not None
     assert response_bytes(new.response).startswith(answer.split(b"\r\nContent-Length")[0])  # as received

@@ -161,7 +161,7 @@ def test_an_error_shows_its_reason_and_the_first_line_of_its_body_escaped(servic
     ex = captured(service, b"/fail")
     put(db, ex)
     proc = cli(None, "replay", ex.id, db=db)
-    assert proc.returncode == 0, proc.stderr  # the replay was sent and answered: a 500 is the service's answer
+    assert proc.returncode == 1, proc.stderr  # answered, but with an error: as send exits
     first, second = proc.stdout.splitlines()
     assert "  500 Internal Server Error  " in first and first.endswith(f"response differs: devtunnel diff {ex.id} {replay_of(db, ex).id}")
     assert second == "  \\x1b]0;pwned\\x07boom \\x1b[31mred"

@@ -29,7 +29,7 @@ from devtunnel.agent.hold import HoldGate
 from devtunnel.values.target import Target
 from devtunnel.values.health_path import health_path_problem
 
-__all__ = ["HEALTH_TIMEOUT", "AppRunner", "app_json", "check_health_path", "health_status"]
+__all__ = ["HEALTH_TIMEOUT", "AppLines", "AppRunner", "app_json", "check_health_path", "health_status"]
 
 LEFT_BEHIND_WAIT = 30.0
 """Seconds after the app exited with status 0 that its port is looked at (every
@@ -128,6 +128,45 @@ def app_json(state: ChildState, *, command: str, health: str | None, hold: float
         "log_lines": log_lines,
         "waiting": waiting,
     }
+
+
+class AppLines:
+    """The agent's log lines for one app's changes of state (``devtunnel http --no-tui``).
+
+    A change is one line (``app starting``, ``app ready``, ``app stopped``), but a crash loop is
+    one line per attempt, not three (``starting``, ``crashed``, ``restarting``, forever): a crash
+    is said with the restart that follows it, which tells how the run ended and when the next
+    starts (``app crashed (exited with code 3: boom; restarting in 0.9 s)``), later ones counted
+    (``app crashed again (3 times in a row; ...)``), and the start of each restart goes unsaid
+    unless it has something to say. Counting starts again once the app is ready.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[str, str] | None = None
+        self._crashes = 0
+        """Crashes since the app was last ready (or started)."""
+
+    def line(self, state: str, message: str) -> str | None:
+        """The line for the app now in ``state`` with ``message`` (the supervisor's), or None:
+        nothing new to say. The caller escapes it (``message`` may quote the app)."""
+        if self._last == (state, message):
+            return None
+        self._last = (state, message)
+        if state == "crashed":  # the supervisor moves on to restarting at once, saying how it ended
+            return None
+        if state == "restarting":
+            self._crashes += 1
+            if self._crashes == 1:
+                return f"app crashed ({message})" if message else "app crashed"
+            return f"app crashed again ({self._crashes} times in a row" + (f"; {message})" if message else ")")
+        if state == "starting" and self._crashes and not message:
+            return None  # the restart its crash's line announced
+        crashes = self._crashes
+        if state != "starting":  # (a start that says something, such as a port already taken, goes on counting)
+            self._crashes = 0
+        if state == "ready" and crashes:
+            return f"app ready (after {crashes} restart{'s' if crashes != 1 else ''})"
+        return f"app {state}" + (f" ({message})" if message else "")
 
 
 class AppRunner:

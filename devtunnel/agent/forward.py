@@ -728,7 +728,7 @@ async def refusal(tunnel: str, target: Target, gate: HoldGate | None) -> tuple[E
     said: in full in the record, in devtunnel's words alone to the client), or no service there."""
     if gate is not None and gate.managed:
         state, public = (gate.app_state, gate.app_state_public) if gate.app_down else ("going down", "going down")
-        said = f"{APP_RESTARTING}: the tunnel {tunnel} is online, but its app at {target.url} is not ready"
+        said = f"{gate.down_words}: the tunnel {tunnel} is online, but its app at {target.url} is not ready"
         return "app_restarting", f"{said} ({state}).\n", f"{said} ({public}).\n"
     # The hint is awaited on its own: mypyc (the compiled install) cannot keep the message's
     # temporaries across an await inside the expression ("incref of a spill").

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-__all__ = ["APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW", "RETRY_INTERVAL", "HeldFor",
+__all__ = ["APP_NOT_UP", "APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW", "RETRY_INTERVAL", "HeldFor",
            "HoldExpired", "HoldGate", "still_down"]
 
 MAX_WAITING = 1000
@@ -57,6 +57,9 @@ request at a time; the window holds only while held requests are being delivered
 that finds none held or being delivered goes at once)."""
 APP_RESTARTING = "local app restarting"
 """The reason recorded for requests the app's restart failed (the start of the error message)."""
+APP_NOT_UP = "local app not up yet"
+"""The start of that reason while the app devtunnel runs has never been ready (a crash at start, a
+wrong port): it is not restarting. The error kind stays ``app_restarting`` (a filter, a header)."""
 NOT_LISTENING = (ConnectionRefusedError, ConnectionResetError)
 """What connecting to a target that is not listening raises: refused, or reset. The kernel
 completes a connection to a listening socket at once, and queues it for the app to accept; an app
@@ -95,10 +98,15 @@ class HeldFor:
             self._since = None
 
 
-def still_down(hold: float, state: str = "") -> str:
+def still_down(hold: float, state: str = "", *, came_up: bool = True) -> str:
     """What a request held ``hold`` seconds for an app still down is told, with the app's ``state``:
-    ``local app restarting: the app is still down after 30 s (starting)``."""
-    return f"{APP_RESTARTING}: the app is still down after {hold:g} s" + (f" ({state})" if state else "")
+    ``local app restarting: the app is still down after 30 s (starting)``; for an app that has
+    never been ready (``came_up`` False) ``local app not up yet: the app has not come up in 30 s
+    (starting; its last run exited with code 3)``."""
+    said = f" ({state})" if state else ""
+    if not came_up:
+        return f"{APP_NOT_UP}: the app has not come up in {hold:g} s{said}"
+    return f"{APP_RESTARTING}: the app is still down after {hold:g} s{said}"
 
 
 class HoldExpired(Exception):
@@ -175,6 +183,12 @@ class HoldGate:
         """Why requests are held no more (``end_holding``): the tunnel is stopping."""
         self._final = False
         """The app will not come back by itself (``exited``, ``failed``): nothing to wait for."""
+
+    @property
+    def down_words(self) -> str:
+        """How a reason for a request the app did not take starts: ``local app restarting``, or
+        ``local app not up yet`` while the app devtunnel runs has never been ready."""
+        return APP_NOT_UP if self.managed and not self.starts else APP_RESTARTING
 
     @property
     def app_down(self) -> bool:
@@ -328,7 +342,9 @@ class HoldGate:
         if not self.app_down:
             raise HoldExpired(f"{APP_RESTARTING}: the app still refuses connections after {self.hold:g} s")
         # Its state says why (``starting: the app says it listens on ...``, a crash's last line).
-        raise HoldExpired(still_down(self.hold, self.app_state), still_down(self.hold, self.app_state_public))
+        came_up = self.down_words == APP_RESTARTING
+        raise HoldExpired(still_down(self.hold, self.app_state, came_up=came_up),
+                          still_down(self.hold, self.app_state_public, came_up=came_up))
 
     @contextlib.asynccontextmanager
     async def turn(self, host: str, port: int, held: Held | None = None) -> AsyncIterator[None]:

@@ -34,7 +34,7 @@ from devtunnel.capture.model import Exchange, Request, Response, held_json, held
 from devtunnel.capture.marks import path_mark
 from devtunnel.capture.outcome import replay_outcome, status_line, uncounted_headers
 from devtunnel.capture.rows import Row
-from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
+from devtunnel.capture.verdict import DUPLICATE_MARK, Signature, Verdict
 from devtunnel.capture.store import Store, path_mode
 from devtunnel.commands.config import settings_of, store_path
 from devtunnel.commands.output import (
@@ -58,7 +58,7 @@ from devtunnel.errors import (
     ReplayError,
     StoreError,
 )
-from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_USAGE
+from devtunnel.exit_codes import EXIT_DIFF_ERROR, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from devtunnel.export import BY_START_TIME, EXPORTERS, PIECES, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
@@ -228,24 +228,45 @@ _REQUEST_COLUMNS = [
 """The columns of ``requests``; EVENT only when a listed request is a webhook delivery."""
 
 
-def event_cell(verdict: Verdict | None) -> str:
-    """``✓ stripe invoice.paid`` (``≡`` after the mark for a duplicate delivery): the inspector's
-    EVENT column as text; ``""`` for a request that is no webhook delivery."""
+def event_cell(verdict: Verdict | None, note: str = "") -> str:
+    """``✓ stripe invoice.paid`` (``≡`` after the mark for a duplicate delivery, ``note`` after
+    them): the inspector's EVENT column as text; ``""`` for a request that is no webhook delivery."""
     if verdict is None:
         return ""
     duplicate = DUPLICATE_MARK if verdict.duplicate_of else ""
-    return f"{verdict.mark}{duplicate} {verdict.provider} {verdict.event_type or '?'}"
+    return f"{verdict.mark}{duplicate}{note} {verdict.provider} {verdict.event_type or '?'}"
 
 
-def _webhook_lines(verdict: Verdict) -> list[str]:
-    """``show``'s lines for a webhook delivery: provider, event and delivery id, signature, duplicate."""
+def _webhook_lines(verdict: Verdict, now: Verdict | None = None) -> list[str]:
+    """``show``'s lines for a webhook delivery: provider, event and delivery id, signature, duplicate.
+
+    ``now``: the signature judged again with the secrets known now (``judged_now``), shown instead
+    of the one recorded, which the line still names."""
     delivery = f"  (delivery {safe(verdict.delivery_id)})" if verdict.delivery_id else ""
-    signature = f"{verdict.mark} {verdict.signature.value}" + (f": {safe(verdict.reason)}" if verdict.reason else "")
+    judged = verdict if now is None else now
+    signature = f"{judged.mark} {judged.signature.value}" + (f": {safe(judged.reason)}" if judged.reason else "")
+    if now is not None:
+        signature += f"  (judged now; {verdict.signature.value} when captured, before {safe(verdict.missing_secret)} was set)"
     lines = [f"webhook   {safe(verdict.provider)} {safe(verdict.event_type or '?')}{delivery}",
              f"signature {signature}"]
     if verdict.duplicate_of:
         lines.append(f"duplicate {DUPLICATE_MARK} of {safe(verdict.duplicate_of)}  (the first capture of this delivery id)")
     return lines
+
+
+def judged_now(exchange: Exchange, context: WebhookContext) -> Verdict | None:
+    """The verdict on ``exchange`` with the secrets known now, when it was recorded unverified for
+    want of a secret and one is known now (the user set the variable after the capture); else None.
+
+    Judged as the recorder judges (``WebhookContext.judge``, the timestamp's age at the time the
+    delivery came): what the agent would have said had the secret been set."""
+    recorded = exchange.webhook
+    if recorded is None or not recorded.missing_secret or not exchange.complete:
+        return None
+    verdict = context.judge(exchange)
+    if verdict is None or verdict.signature is Signature.UNVERIFIED:
+        return None
+    return replace(verdict, duplicate_of=recorded.duplicate_of)
 
 
 _PAGE = 1000
@@ -310,6 +331,7 @@ def _requests(args: argparse.Namespace) -> int:
         print("no matching requests" if args.filter else "no requests captured yet")
         return 0
     short = store.short_ids(r.id for r in rows)  # what show, export, replay and diff take
+    now = _judged_now_rows(store, rows, args)
     cells = [
         [
             short[r.id],
@@ -319,7 +341,7 @@ def _requests(args: argparse.Namespace) -> int:
             _status_cell(r),
             human_duration(r.duration),
             format_size(r.size),
-            event_cell(r.webhook),
+            event_cell(now[r.id], JUDGED_NOW_MARK) if r.id in now else event_cell(r.webhook),
             path_mark(r) + r.display_target,
         ]
         for r in rows
@@ -330,7 +352,34 @@ def _requests(args: argparse.Namespace) -> int:
         cells = [row[:-2] + row[-1:] for row in cells]
     for line in table(columns, cells):
         print(line)
+    if now:
+        variables = ", ".join(sorted({r.webhook.missing_secret for r in rows if r.id in now and r.webhook is not None}))
+        print(f"{JUDGED_NOW_MARK} judged now: unverified when captured, before {safe(variables)} was set (devtunnel show ID)")
     return 0
+
+
+JUDGED_NOW_MARK = "*"
+"""After the signature mark of ``requests``: the delivery was judged again with a secret set since."""
+
+
+def _judged_now_rows(store: Store, rows: list[Row], args: argparse.Namespace) -> dict[str, Verdict]:
+    """``judged_now`` of the listed deliveries recorded unverified for want of a secret that is
+    known now, by id: only those are read whole."""
+    wanting = [(r, r.webhook.provider) for r in rows if r.webhook is not None and r.webhook.missing_secret]
+    if not wanting:
+        return {}
+    context = webhook_context(settings_of(args))
+    now: dict[str, Verdict] = {}
+    for row, provider in wanting:
+        if not context.for_tunnel(row.tunnel).secrets.get(provider):
+            continue
+        try:
+            exchange = store.get(row.id)
+        except NotFoundError:  # deleted since it was listed
+            continue
+        if (verdict := judged_now(exchange, context)) is not None:
+            now[row.id] = verdict
+    return now
 
 
 _FOLLOW_FIRST = 10
@@ -516,7 +565,7 @@ def _response_lines(resp: Response) -> list[str]:
     return [f"HTTP/{safe(resp.http_version)} {safe(status_line(resp))}", *_header_lines(resp), *_body_lines(resp)]
 
 
-def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
+def _show_text(ex: Exchange, replays: list[Row], now: Verdict | None = None) -> list[str]:
     started = datetime.fromtimestamp(ex.started_at).astimezone().isoformat(sep=" ", timespec="milliseconds")
     # Ids and error kinds are read from the database, a file anyone may have written: escaped.
     lines = [f"exchange  {safe(ex.id)}", f"tunnel    {safe(ex.tunnel)}", f"started   {started}"]
@@ -542,7 +591,7 @@ def _show_text(ex: Exchange, replays: list[Row]) -> list[str]:
     if ex.rule is not None:
         lines.append(f"rule      {safe(ex.rule.label())} (at the relay)")
     if ex.webhook is not None:
-        lines += _webhook_lines(ex.webhook)
+        lines += _webhook_lines(ex.webhook, now)
     lines += ["", "── request " + "─" * 40, *_request_lines(ex.request)]
     if ex.response is not None:
         lines += ["", "── response " + "─" * 39, *_response_lines(ex.response)]
@@ -569,7 +618,8 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(capture_json(ex), indent=2))
         return 0
     replays = store.rows(Replay(of=ex.id))  # not every replay's row, to keep this one's
-    print("\n".join(_show_text(ex, replays)))
+    now = judged_now(ex, webhook_context(settings_of(args))) if ex.webhook is not None else None
+    print("\n".join(_show_text(ex, replays, now)))
     return 0
 
 
@@ -1080,6 +1130,21 @@ def _replay(args: argparse.Namespace) -> int:
             err(f"{repeats} {'match repeats a delivery' if repeats == 1 else 'matches repeat deliveries'} sent"
                 " in this replay (the same provider and delivery id: the provider's retries), left out: each"
                 " delivery is sent once; give their ids to send them too")
+    several = len(originals) > 1
+    skipped: dict[str, str] = {}
+    if edit is not None and several:
+        # An edit that does not fit one capture (--set event.text on a Slack slash command's form
+        # among event callbacks) leaves that one out, named; the others are sent.
+        for original in originals:
+            try:
+                edit.apply(original)
+            except EditError as exc:
+                skipped[original.id] = str(exc)
+        if skipped:
+            _say_by_exchange(store, {ident: f"not sent: {why}" for ident, why in skipped.items()})
+            if len(skipped) == len(originals):
+                return EXIT_USAGE  # nothing fits: bad usage, as for one capture
+            originals = [o for o in originals if o.id not in skipped]
     # Every request is checked before the first is sent: a ReplayError means nothing went out.
     # One context for re-signing what is sent and for the verdict on it, as the agent's recorder gives:
     # config secrets and custom providers as well as the conventional variables.
@@ -1103,23 +1168,60 @@ def _replay(args: argparse.Namespace) -> int:
         store.put_many(results)
     except StoreError as exc:  # they were sent all the same: each is printed, then this is said
         unrecorded = exc
-    # What kept a signature from being refreshed, said once however many replays it concerns.
-    for notice in dict.fromkeys(r.signature_notice for r in results if r.signature_notice):
-        err(notice)
-    failed = 0
+    # What kept a signature from being refreshed, said once however many replays it concerns
+    # (naming them when there are several).
+    if several:
+        _say_by_exchange(store, {o.id: r.signature_notice for o, r in zip(originals, results) if r.signature_notice})
+    else:
+        for notice in dict.fromkeys(r.signature_notice for r in results if r.signature_notice):
+            err(notice)
     summaries = []
     for original, result in zip(originals, results):
         summaries.append(result.summary())
         if not args.json:
             print("\n".join(_outcome_lines(original, result, ignore_headers)))
-        if result.error:
-            failed += 1
     if args.json:
         print(json.dumps(summaries, indent=2))
     if unrecorded is not None:
         err(str(not_recorded(results, unrecorded)))
         return EXIT_ERROR
-    return 1 if failed else 0
+    return EXIT_OK if not skipped and all(answered(r) for r in results) else EXIT_ERROR
+
+
+def answered(result: Exchange) -> bool:
+    """Whether a replay got an answer that is no error, the rule of ``replay``'s exit status.
+
+    A webhook delivery needs a 2xx, as its provider counts a delivery (and ``send`` exits); any
+    other request an answer below 400 (a redirect is not followed: it is the answer). A 4xx, a
+    5xx or no answer at all (refused, timed out, held past the app's hold) is an error."""
+    response = result.response
+    if result.error or response is None:
+        return False
+    if result.webhook is not None:
+        return 200 <= response.status < 300
+    return response.status < 400
+
+
+NAMED_AT_MOST = 10
+"""Exchange ids one line on stderr names; past them, how many more."""
+
+
+def _say_by_exchange(store: Store, said: dict[str, str]) -> None:
+    """One line on stderr per thing to say (``said``: by exchange id), naming the exchanges it
+    concerns by the short ids ``requests`` prints: ``devtunnel: 01M8V2JD, 01M8V2JE: signature not
+    refreshed: ...``."""
+    by_text: dict[str, list[str]] = {}
+    for ident, text in said.items():
+        by_text.setdefault(text, []).append(ident)
+    try:
+        short = store.short_ids(said)
+    except StoreError:
+        short = {}
+    for text, idents in by_text.items():
+        names = ", ".join(short.get(i, i) for i in idents[:NAMED_AT_MOST])
+        if len(idents) > NAMED_AT_MOST:
+            names += f" and {len(idents) - NAMED_AT_MOST} more"
+        err(f"{names}: {text}")
 
 
 # diff ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from devtunnel.commands.tunnel_args import app_options, check_http_args, check_v
 from devtunnel.commands.output import EscapingFormatter, err, no_screen, safe
 from devtunnel.config import Settings
 from devtunnel.errors import ConfigError, TunnelError
+from devtunnel.agent.app_runner import AppLines
 from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.exchange_log import ExchangeLog, exchange_line, webhook_line
 from devtunnel.agent.info import TunnelInfo, TunnelState
@@ -283,7 +284,7 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
                 if recorder is not None and webhooks is not None and ngrok_format is None:
                     recorder.subscribe_verdicts(exchange_log.verdicts_from(asyncio.get_running_loop()))
             announced: dict[str, str] = {}  # tunnel name -> the public URL last printed
-            app_states: dict[str, tuple[str, str]] = {}  # tunnel name -> the app's state and message last printed
+            app_lines: dict[str, AppLines] = {}  # tunnel name -> what its app's changes of state are said with
             ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
             def announce(info: TunnelInfo) -> None:
@@ -300,10 +301,9 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
                     # The relay turned the tunnel away for good (token revoked, name handed to
                     # another agent): a headless agent with nothing to forward says why and exits.
                     ended.set_result(f"tunnel {info.name} stopped: {info.error}")
-                if info.app is not None and app_states.get(info.name) != (info.app["state"], info.app["message"]):
-                    app_states[info.name] = (info.app["state"], info.app["message"])
-                    log.info("tunnel %s: app %s%s", info.name, info.app["state"],
-                             f" ({info.app['message']})" if info.app["message"] else "")
+                if info.app is not None and (said := app_lines.setdefault(info.name, AppLines()).line(
+                        info.app["state"], info.app["message"])):
+                    log.info("tunnel %s: %s", info.name, said)
 
             service.subscribe(announce)
             for config in options.tunnels:

@@ -214,14 +214,18 @@ class GitHub(Provider):
         return self._matches(hmac_digest(algorithm, secret.encode(), delivery.body).hex().encode(), [_text(digest)])
 
     def sign(self, delivery: Delivery, secret: str, now: float) -> Headers:
+        # The headers a delivery was sent with are kept (GitHub Enterprise Server before 3.0 sends
+        # the SHA-1 one alone); one that carries neither (a sample made fresh) gets both, SHA-1
+        # first, as github.com sends them: a receiver may read either.
         headers = delivery.headers
-        sha1 = "x-hub-signature" in headers  # the older SHA-1 header, kept in step when it was sent
-        if "x-hub-signature-256" in headers or not sha1:
-            headers = headers.with_set(
-                "X-Hub-Signature-256", "sha256=" + hmac_digest("sha256", secret.encode(), delivery.body).hex())
+        sha256 = "x-hub-signature-256" in headers
+        sha1 = "x-hub-signature" in headers or not sha256
         if sha1:
             headers = headers.with_set(
                 "X-Hub-Signature", "sha1=" + hmac_digest("sha1", secret.encode(), delivery.body).hex())
+        if sha256 or "x-hub-signature" not in delivery.headers:
+            headers = headers.with_set(
+                "X-Hub-Signature-256", "sha256=" + hmac_digest("sha256", secret.encode(), delivery.body).hex())
         return headers
 
 

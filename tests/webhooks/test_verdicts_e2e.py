@@ -64,9 +64,9 @@ def _standard() -> tuple[str, dict[str, str], bytes]:
     return "/webhooks/standard", dict(headers.items()), body
 
 
-def _cli(env: dict[str, str], cwd: Path, *args: str) -> Any:
+def _cli(env: dict[str, str], cwd: Path, *args: str, code: int = 0) -> Any:
     done = subprocess.run([*DEVTUNNEL, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == code, done.stderr
     assert not any(s in done.stdout + done.stderr for s in SECRETS)
     return json.loads(done.stdout) if "--json" in args else done.stdout
 
@@ -165,7 +165,8 @@ def test_deliveries_through_the_tunnel_get_verdicts_with_reasons_duplicates_and_
         assert "signature ✗ invalid: timestamp outside the tolerance: 2.0 h old (tolerance 300 s)" in text
 
         # A replay of the old delivery as captured: judged at its own time, not a duplicate.
-        [replayed] = _cli(env, tmp_path, "replay", invalid[1]["id"], "--as-captured", "--json", "--db", str(db))
+        [replayed] = _cli(env, tmp_path, "replay", invalid[1]["id"], "--as-captured", "--json", "--db", str(db),
+                          code=1)  # refused (400)
         assert replayed["replay_of"] == invalid[1]["id"] and replayed["status"] == 400
         assert replayed["webhook"]["reason"] == "timestamp outside the tolerance: 2.0 h old (tolerance 300 s)"
         assert replayed["webhook"]["duplicate_of"] is None
