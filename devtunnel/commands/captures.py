@@ -821,7 +821,7 @@ def _export(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     expired.report(store)
     if out is not None:
-        print(f"wrote {safe(str(out))}", file=sys.stderr)
+        print(f"wrote {safe(str(out))}" + (" (run it with pytest: pip install pytest httpx)" if args.format == "pytest" else ""), file=sys.stderr)
     return 0
 
 

@@ -5,14 +5,20 @@ exchange was forwarded to) and asserts the status the service answered with when
 captured. Webhooks from a provider devtunnel knows (a custom one of devtunnel.toml too, its scheme
 written into the module) are signed afresh at run time from the same secret variables the
 receiver reads (``STRIPE_WEBHOOK_SECRET``, ..., or the ``secret_env`` its tunnel's
-``[webhooks.PROVIDER]`` names): with the one of a variable's
-secrets that made the captured signature, else the first, as a replay is. A suite written today
-still passes next month; without the variable, a delivery whose scheme has a timestamp is
-skipped (its old signature would be refused) and the others are sent as captured. A delivery
-whose signature was found invalid when it came and which its receiver refused (a 4xx) is sent
-as captured: its test checks the refusal (signed afresh, it would be accepted).
+``[webhooks.PROVIDER]`` names), as a replay is and by the same rule
+(``webhooks.resign.signs_unverified``): with the one of a variable's secrets that verifies the
+captured signature; a delivery none verifies, and that was not judged valid when it came, is
+sent with its captured signature (anyone can post a delivery to the public URL: signed afresh, a
+forged one would pass the receiver's check), unless ``DEVTUNNEL_SIGN_UNVERIFIED=1`` (or the
+module's ``SIGN_UNVERIFIED``) says to sign it anyway, as ``--sign-unverified`` does for a replay.
+A suite written today still passes next month; without the variable, a delivery whose scheme has
+a timestamp is skipped (its old signature would be refused) and the others are sent as captured.
+A delivery that came unsigned is sent unsigned. A delivery whose signature was found invalid when
+it came and which its receiver refused (a 4xx) is sent as captured: its test checks the refusal.
 
-The module imports only pytest, httpx and the standard library. Captured values enter it only
+The module imports only pytest, httpx and the standard library (``pip install pytest httpx``:
+its docstring says so). A failed test shows the service's answer as ``ascii`` of its text, so
+no control character of the reply reaches the terminal. Captured values enter it only
 as ASCII Python literals (``ascii``/``repr``: a str when the bytes are UTF-8, else bytes), never
 as code or comments, so nothing in it can hide on a terminal. A test sends the method, target,
 headers and body byte for byte as captured (httpx's URL normalisation, method upper-casing and
@@ -39,6 +45,7 @@ from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_value, is_token
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.webhooks import BUILTIN, Provider, delivery_of, detect
 from devtunnel.webhooks.custom import CustomProvider
+from devtunnel.webhooks.resign import signs_unverified
 
 __all__ = ["export_pytest", "pytest_pieces"]
 
@@ -47,12 +54,16 @@ _DROP = frozenset(name.decode() for name in HOP_BY_HOP | FRAMING) | {"host", "ex
 _HEADER = '''\
 """{count} captured request(s) sent again to a running service, checking the status it answered then.
 
-Made by `devtunnel export --format pytest`. {run}
+Made by `devtunnel export --format pytest`. It needs pytest and httpx (pip install pytest httpx).
+{run}
 
     DEVTUNNEL_BASE_URL=http://127.0.0.1:8000 pytest {path}
 
 DEVTUNNEL_BASE_URL defaults to the service each request was captured for. Webhook deliveries are
-signed afresh from the secret variables their receivers read ({envs}).
+signed afresh from the secret variables their receivers read ({envs}), each only when the
+variable's secret verifies its captured signature or it was judged valid when it came; else it
+is sent with its captured signature (it may be forged). DEVTUNNEL_SIGN_UNVERIFIED=1 signs those
+afresh too.
 """
 
 import base64
@@ -64,10 +75,17 @@ import re
 import socket
 import ssl
 import time
+import warnings
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+
+# A delivery that no secret verifies as captured, and that was not judged valid when it came, is
+# sent with its captured signature: anyone can post a delivery to a public URL, and signed afresh
+# a forged one would pass the receiver's check. True signs those afresh too (as
+# `devtunnel replay --sign-unverified` does); DEVTUNNEL_SIGN_UNVERIFIED=1 sets it for one run.
+SIGN_UNVERIFIED = os.environ.get("DEVTUNNEL_SIGN_UNVERIFIED", "") not in ("", "0")
 
 
 def _set(headers, name, value):
@@ -93,11 +111,13 @@ def _sign_stripe(headers, body, url, secret, now):
 
 
 def _sign_github(headers, body, url, secret, now):
-    sha1 = _get(headers, "X-Hub-Signature") is not None  # GitHub Enterprise Server before 3.0: alone
-    if _get(headers, "X-Hub-Signature-256") is not None or not sha1:
-        headers = _set(headers, "X-Hub-Signature-256", "sha256=" + _mac("sha256", secret.encode(), body).hex())
-    if sha1:
+    # The headers it was sent with (GitHub Enterprise Server before 3.0: SHA-1 alone); neither: both.
+    sha256 = _get(headers, "X-Hub-Signature-256") is not None
+    sha1 = _get(headers, "X-Hub-Signature") is not None
+    if sha1 or not sha256:
         headers = _set(headers, "X-Hub-Signature", "sha1=" + _mac("sha1", secret.encode(), body).hex())
+    if sha256 or not sha1:
+        headers = _set(headers, "X-Hub-Signature-256", "sha256=" + _mac("sha256", secret.encode(), body).hex())
     return headers
 
 
@@ -167,8 +187,10 @@ def _custom_signer(scheme):
 
 
 def _secret(provider, sign, scheme, headers, body, url, secrets):
-    """The secret that made the captured signature, else the first: during a rotation
-    ("whsec_new,whsec_old") the receiver may still hold only the one it accepted the delivery with."""
+    """The one of ``secrets`` that made the captured signature (``headers`` and ``body`` as
+    captured, ``url`` the one it was called at), whatever its timestamp's age, else None. During a
+    rotation ("whsec_new,whsec_old") the receiver may still hold only the one it accepted the
+    delivery with."""
     if scheme:
         name = scheme["header"]
         stamp = _get(headers, scheme["timestamp_header"]) if scheme["timestamp_header"] else None
@@ -183,9 +205,25 @@ def _secret(provider, sign, scheme, headers, body, url, secrets):
             again = _get(sign(headers, body, url, secret, int(stamp) if stamp else 0), name) or ""
         except Exception:  # a secret of another form (a Standard Webhooks one that is no base64)
             continue
-        if (again.rpartition("v1=")[2] if provider == "stripe" else again) in captured.replace(" ", ","):
+        again = again.rpartition("v1=")[2] if provider == "stripe" else again
+        if again and again in captured.replace(" ", ","):
             return secret
-    return secrets[0]
+    return None
+
+
+def _visible(text):
+    """``text`` with every character outside printable ASCII escaped as in a Python literal: what
+    a skip reason, a warning or a failed test's message shows reaches the terminal."""
+    return ascii(text)[1:-1]
+
+
+def _answered(response):
+    """What a failed test says of the service's answer: the first 500 characters of its text as
+    ``ascii`` (an escape sequence in the reply reaches no terminal), after why a delivery's
+    signature was not made afresh, when it was not."""
+    said = "the service answered " + ascii(response.text[:500])
+    notice = getattr(response, "signature_notice", "")
+    return notice + "; " + said if notice else said
 
 
 def _send_http10(method, base, target, headers, body):
@@ -226,33 +264,55 @@ def _forwarded_as(headers, base):
 
 
 def send(method, captured_base, target, headers, body, provider=None, secret_env=None, timestamped=False,
-         version="1.1", scheme=None, signed_url=None):
+         version="1.1", scheme=None, signed_url=None, vouched=False):
     """Send the request as captured: text values as UTF-8, bytes as they are, the target and the
     method unchanged (httpx would normalise the one and upper-case the other), in its HTTP
     version, no header added but Host and Content-Length (X-Forwarded-Host and -Proto, when
     captured, say the base URL as Host does). ``signed_url``: the URL a captured signature covers
-    (Twilio's), which cannot verify at another."""
+    (Twilio's), which cannot verify at another. A delivery of ``provider`` is signed afresh with
+    the secret of ``secret_env`` that verifies its captured signature; none verifying, only when
+    ``vouched`` (judged valid when it came) or SIGN_UNVERIFIED, else it goes as captured and the
+    response's ``signature_notice`` (and a warning) says why."""
     base = (os.environ.get("DEVTUNNEL_BASE_URL") or captured_base).rstrip("/")
     url = base + (target if isinstance(target, str) else target.decode("latin-1"))
-    headers = _forwarded_as(headers, base)
+    captured, headers = headers, _forwarded_as(headers, base)
+    notice = ""
     if provider is not None:
         secrets = os.environ.get(secret_env, "").replace(",", " ").split()
         if secrets:
             sign = _custom_signer(scheme) if scheme else SIGNERS[provider]
-            headers = sign(headers, body, url, _secret(provider, sign, scheme, headers, body, url, secrets),
-                           int(time.time()))
+            secret = _secret(provider, sign, scheme, captured, body, signed_url or url, secrets)
+            if secret is None and (vouched or SIGN_UNVERIFIED):
+                secret = secrets[0]
+                warnings.warn(_visible(f"signature made with {{secret_env}}, which did not verify the captured"
+                                       " delivery: the receiver may hold another secret"), stacklevel=2)
+            if secret is not None:
+                headers = sign(headers, body, url, secret, int(time.time()))
+            else:
+                notice = _visible(f"signature not refreshed: {{secret_env}} does not verify the delivery as captured:"
+                                  f" it may not come from {{provider}}; sent with its captured signature"
+                                  " (DEVTUNNEL_SIGN_UNVERIFIED=1 signs it anyway)")
+                warnings.warn(notice, stacklevel=2)
         elif timestamped:
-            pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature"
-                        " is timestamped: receivers refuse it minutes after it was made)")
+            pytest.skip(_visible(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature"
+                                 " is timestamped: receivers refuse it minutes after it was made)"))
         elif signed_url is not None and signed_url != url:
-            pytest.skip(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured signature"
-                        f" covers the URL it was sent to, {{signed_url}}, not {{url}})")
+            pytest.skip(_visible(f"set {{secret_env}} to sign this {{provider}} delivery afresh (its captured"
+                                 f" signature covers the URL it was sent to, {{signed_url}}, not {{url}})"))
     # h11 (httpx's HTTP/1.1) refuses other bytes in a target: they go percent-encoded.
     raw_target = re.sub(rb"[^\\x21-\\x7e]", lambda m: b"%%%02X" % m[0][0], _bytes(target))
     if raw_target.startswith(b"/"):
         raw_target = httpx.URL(base).raw_path.split(b"?")[0].rstrip(b"/") + raw_target
     if version == "1.0":
-        return _send_http10(method, base, raw_target, headers, body)
+        response = _send_http10(method, base, raw_target, headers, body)
+    else:
+        response = _send(method, base, raw_target, headers, body)
+    response.signature_notice = notice
+    return response
+
+
+def _send(method, base, raw_target, headers, body):
+    """Send over HTTP/1.1 with httpx, as it is given."""
     parts = httpx.URL(base)
     connect = _connect_host(parts)
     if connect != parts.host:
@@ -331,6 +391,18 @@ def _refused_for_its_signature(exchange: Exchange) -> bool:
             and 400 <= response.status < 500)
 
 
+def _signing_comment(exchange: Exchange, vouched: bool) -> list[str]:
+    """The comment that says how a signed delivery's test signs it (no captured value in it)."""
+    if vouched:
+        return ["    # its signature was judged valid when it came: signed afresh from its secret variable"]
+    came = ("its signature was found invalid when it came (it may be forged)"
+            if exchange.webhook is not None and exchange.webhook.signature is Signature.INVALID
+            else "its signature was not verified when it came")
+    return [f"    # {came}:",
+            "    # signed afresh only if its secret variable verifies the captured signature, else",
+            "    # sent with its captured signature (DEVTUNNEL_SIGN_UNVERIFIED=1 signs it afresh all the same)"]
+
+
 def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> tuple[str, str | None]:
     """The test's code, and the variable its delivery is signed from (None: no delivery)."""
     request = exchange.request
@@ -366,9 +438,16 @@ def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> t
         # Signed afresh, it would pass where the receiver refused it: the test would fail at once.
         lines.append("    # its signature was refused when it came: sent as captured, the refusal is checked")
         secret_env = None
+    elif provider is not None and not provider.signed(delivery_of(request, exchange.scheme)):
+        lines.append("    # it came unsigned: sent unsigned, as captured")  # as a replay sends it
+        secret_env = None
     elif provider is not None:
+        vouched = signs_unverified(exchange.webhook)  # the rule of a replay, applied when the module runs
+        lines.extend(_signing_comment(exchange, vouched))
         args += [f"provider={ascii(provider.name)}", f"secret_env={ascii(secret_env)}",
                  f"timestamped={provider.tolerance is not None}"]
+        if vouched:
+            args.append("vouched=True")
         if _signs_url(provider):
             args.append(f"signed_url={ascii(delivery_of(request, exchange.scheme).url)}")
         if (scheme := _scheme_of(provider)) is not None:
@@ -378,7 +457,7 @@ def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> t
     lines.append("    response = send(")
     lines.extend(f"        {arg}," for arg in args)
     lines.append("    )")
-    lines.append(f"    assert response.status_code == {exchange.response.status}, response.text[:500]")
+    lines.append(f"    assert response.status_code == {exchange.response.status}, _answered(response)")
     return "\n".join(lines) + "\n", secret_env
 
 

@@ -38,7 +38,7 @@ from devtunnel.webhooks import (
 )
 from devtunnel.webhooks.secrets import known_secrets
 
-__all__ = ["Keys", "Resigned", "resign", "unknown_provider"]
+__all__ = ["Keys", "Resigned", "resign", "signs_unverified", "unknown_provider"]
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,7 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
         fitting = _fitting(provider, original, secrets, now)  # during a rotation, the one the receiver accepted
         if fitting is None:
             check = _ageless(provider).verify(original, secrets, now)
-            vouched = judged is not None and judged.signature is Signature.VALID
-            if not vouched and not unverified and check.signature is Signature.INVALID:
+            if not signs_unverified(judged, unverified=unverified) and check.signature is Signature.INVALID:
                 return Resigned(request, notice=(
                     f"signature not refreshed: {_variable(provider, keys)} does not verify the delivery as captured"
                     f" ({check.reason}): it may not come from {provider.name}; sent with its captured signature"
@@ -165,6 +164,16 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
     if collapsed and not notice:  # a stale second signature would be read by a receiver reading the other
         notice = f"signature made afresh in one {', one '.join(collapsed)}"
     return Resigned(replace(request, headers=headers), provider.name, notice)
+
+
+def signs_unverified(judged: Verdict | None, *, unverified: bool = False) -> bool:
+    """Whether a delivery that no known secret verifies as captured is signed afresh all the same:
+    when it was judged valid when it came (its secret was rotated since), or on request
+    (``unverified``: ``--sign-unverified``). Else it goes with its captured signature: anyone can
+    post a delivery to a public URL, and signing it afresh would make a forged one pass the
+    receiver's check. The rule of a replay and of a pytest export's module (which applies it when
+    it runs, where the secret is known)."""
+    return unverified or (judged is not None and judged.signature is Signature.VALID)
 
 
 def unknown_provider(judged: Verdict | None, providers: Sequence[Provider]) -> str:
