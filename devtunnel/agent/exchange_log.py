@@ -4,8 +4,9 @@ webhook delivery once the recorder has judged it.
     10:00:00  01M8V2JDA09PA  POST    /webhooks/stripe  200  3.1 ms
     10:00:00  01M8V2JDA09PA  -->     stripe invoice.paid [evt_123]  ✓ signature valid
 
-``devtunnel http --no-tui`` writes these for every request, so the line is built on the agent's
-event loop once a request: this module is compiled with the per-request ones
+``devtunnel http --no-tui`` writes these for every request, and for every replay made through the
+agent API (its path marked ``↻``); an exchange that is not recorded shows ``not recorded`` where
+its id would be. The line is built on the agent's event loop once a request: this module is compiled with the per-request ones
 (``devtunnel.native``), and written without format specifications, which compiled code
 formats through ``str.format`` at several times the cost. Everything taken from a request is made safe for a terminal
 (``values.terminal``) and a very long field is cut (``…``).
@@ -24,7 +25,7 @@ from devtunnel.capture.model import Exchange
 from devtunnel.capture.marks import path_mark
 from devtunnel.capture.verdict import DUPLICATE_MARK, Verdict
 from devtunnel.values.durations import human_duration
-from devtunnel.values.exchange_ids import stable_short_id
+from devtunnel.values.exchange_ids import STABLE_SHORT, stable_short_id
 from devtunnel.values.ngrok_log import record
 from devtunnel.values.terminal import escape, is_plain, truncate
 
@@ -36,6 +37,10 @@ SHOWN = 300
 METHOD_WIDTH = 7
 """The method's column: shorter methods are padded to it, longer ones push the path along."""
 
+NOT_RECORDED = "not recorded".ljust(STABLE_SHORT)
+"""What the id column of an exchange that was not recorded (``--no-record``, a tunnel with
+``record = false`` or ngrok's ``inspect: false``) says: ``devtunnel show`` would find no id."""
+
 SHOWN_FIELD = 100
 """Columns of a delivery's event type or id shown in a log line at most (``devtunnel show ID`` has it all)."""
 
@@ -46,16 +51,17 @@ def _clock_text(second: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(second))
 
 
-def line_start(started_at: float, exchange_id: str, tunnel: str, tunnel_width: int) -> str:
-    """What every log line of an exchange starts with: time, short id, and with ``tunnel_width``
-    (an agent carrying several tunnels) the tunnel's name padded to it."""
-    start = f"{_clock_text(int(started_at))}  {stable_short_id(exchange_id)}  "
+def line_start(started_at: float, exchange_id: str, tunnel: str, tunnel_width: int, recorded: bool = True) -> str:
+    """What every log line of an exchange starts with: time, short id (``NOT_RECORDED`` for one
+    that is not ``recorded``), and with ``tunnel_width`` (an agent carrying several tunnels) the
+    tunnel's name padded to it."""
+    start = f"{_clock_text(int(started_at))}  {stable_short_id(exchange_id) if recorded else NOT_RECORDED}  "
     if tunnel_width:
         start += escape(tunnel).ljust(tunnel_width) + "  "
     return start
 
 
-def exchange_line(ex: Exchange, tunnel_width: int = 0) -> str:
+def exchange_line(ex: Exchange, tunnel_width: int = 0, recorded: bool = True) -> str:
     """One log line for a finished exchange: time, short id, method, path, status, duration
     (and the tunnel's name after the id, ``tunnel_width`` columns, when there are several). A
     replay's path and one a rule at the relay decided carry their mark (``capture.marks.path_mark``);
@@ -64,12 +70,13 @@ def exchange_line(ex: Exchange, tunnel_width: int = 0) -> str:
     The id is the fixed-length short form (``stable_short_id``): ``devtunnel show``, ``replay``
     and ``export`` take it as it is, whatever is recorded later. Everything taken from the
     request is made safe for a terminal first, and a very long method or path is cut (``…``).
+    An exchange that was not ``recorded`` shows ``NOT_RECORDED`` instead: no command finds it.
     """
     response = ex.response
     url = ex.request.display_url
     if ex.replay_of is not None or ex.rule is not None:  # marked as every listing marks them
         url = path_mark(ex) + url
-    line = request_line(line_start(ex.started_at, ex.id, ex.tunnel, tunnel_width),
+    line = request_line(line_start(ex.started_at, ex.id, ex.tunnel, tunnel_width, recorded),
                         "WS" if ex.websocket else ex.request.method, url,
                         response.status if response is not None else None, ex.duration, ex.error)
     if ex.held is not None:  # it waited for the app devtunnel runs (--hold): its duration counts the wait
@@ -152,11 +159,15 @@ class ExchangeLog:
 
     FLUSH_AFTER = 0.05
 
-    def __init__(self, out: TextIO, tunnels: Sequence[str] = (), ngrok_format: str | None = None) -> None:
+    def __init__(self, out: TextIO, tunnels: Sequence[str] = (), ngrok_format: str | None = None,
+                 recorded: Callable[[Exchange], bool] | None = None) -> None:
         """``ngrok_format`` (``logfmt`` or ``json``): each exchange's line is its ngrok record
-        (``exchange_record``) and a delivery gets no second line."""
+        (``exchange_record``) and a delivery gets no second line. ``recorded`` tells whether an
+        exchange is recorded (``AgentService.records``; None: every one is): the line of one that
+        is not shows no id, which no command would find."""
         self.out = out
         self._ngrok_format = ngrok_format
+        self._recorded = recorded
         # Several tunnels (``devtunnel up``): each line names its tunnel, in a column as wide as
         # the longest name. One tunnel: its name is in the Forwarding line already.
         self._tunnel_width = max(len(escape(name)) for name in tunnels) if len(tunnels) > 1 else 0
@@ -167,7 +178,8 @@ class ExchangeLog:
         # Kept here, not written: an unbuffered stdout (a terminal, PYTHONUNBUFFERED) would
         # otherwise cost one write() per request.
         if self._ngrok_format is None:
-            self._lines.append(exchange_line(exchange, self._tunnel_width))
+            recorded = self._recorded is None or self._recorded(exchange)
+            self._lines.append(exchange_line(exchange, self._tunnel_width, recorded))
         else:
             self._lines.append(exchange_record(exchange, self._ngrok_format))
         if self._flush is None:
@@ -175,9 +187,8 @@ class ExchangeLog:
 
     def verdicts(self, exchanges: list[Exchange]) -> None:
         """Keep a line for each delivery the recorder has judged (on the loop)."""
-        for exchange in exchanges:
-            if exchange.replay_of is None:  # a replay made through the API had no line of its own
-                self._lines.append(webhook_line(exchange, self._tunnel_width))
+        for exchange in exchanges:  # a replay made through the API has its line too (``AgentService.tell_exchange``)
+            self._lines.append(webhook_line(exchange, self._tunnel_width))
         if self._lines and self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
 

@@ -45,6 +45,9 @@ log = logging.getLogger("devtunnel.agent")
 
 ExchangeListener = Callable[[Exchange], None]
 
+RAN_KEPT = 1000
+"""Names of tunnels started ``AgentService.ran`` keeps at most (the oldest are forgotten first)."""
+
 
 class AgentService:
     """Runs tunnels, records their exchanges and tells subscribers what changed.
@@ -66,6 +69,8 @@ class AgentService:
         webhooks: the webhook providers and secrets read at start (a ``WebhookContext``), which
             the recorder judges deliveries with; None when there are none.
         ports: where the embedded relay's port is remembered per tunnel name (None: nowhere).
+        remember_names: a tunnel started without a name gets the one its target had last time
+            (in ``ports``); else a new random one.
         via_env: the environment providers run in (default: this process's).
     """
 
@@ -86,6 +91,7 @@ class AgentService:
         head_timeout: float = DEFAULT_HEAD_TIMEOUT,
         backoff: Backoff | None = None,
         ports: PortMemory | None = None,
+        remember_names: bool = True,
         via_env: dict[str, str] | None = None,
     ) -> None:
         self.store = store
@@ -103,7 +109,11 @@ class AgentService:
         self.head_timeout = head_timeout
         self.embedded_relay: Any = None
         self.ports = ports
+        self.remember_names = remember_names
         self.via_env = via_env
+        self.started_at = time.time()
+        """When the service was made: every exchange its tunnels record has a later id (``ran``)."""
+        self._ran: dict[str, None] = {}
         self._backoff = backoff
         self._tunnels: dict[str, AgentTunnel] = {}
         self._stopped: dict[str, TunnelConfig] = {}
@@ -158,7 +168,7 @@ class AgentService:
         # An unnamed tunnel keeps the name its target had last time (and, on the embedded relay,
         # the relay's port with it): the same URL, run after run. A relay that gives that name
         # to someone else now gets a new one asked for instead.
-        remember = not config.name and self.ports is not None
+        remember = not config.name and self.ports is not None and self.remember_names
         try:
             return await self._start(config, provider, via_wait, remember=remember)
         except NameTakenError as exc:
@@ -196,6 +206,10 @@ class AgentService:
                 await old.stop()
             self._stopped.pop(key, None)  # started anew: its old settings are forgotten
             self._tunnels[key] = tunnel
+            self._ran.pop(key, None)
+            self._ran[key] = None  # the newest last
+            while len(self._ran) > RAN_KEPT:
+                del self._ran[next(iter(self._ran))]
             if provider is not None:
                 # An unnamed tunnel is known by its target (its name may be new this run).
                 tunnel.provider = ViaRunner(provider, key, self.embedded_relay, on_change=tunnel.notify,
@@ -310,6 +324,30 @@ class AgentService:
         """Every tunnel, in the order they were started."""
         return [t.info() for t in self._tunnels.values()]
 
+    def ran(self) -> list[str]:
+        """The name of every tunnel started here (the newest ``RAN_KEPT``), running, failed or
+        stopped since: what this agent recorded is under these names, with ids from ``started_at``."""
+        return list(self._ran)
+
+    def records(self, exchange: Exchange) -> bool:
+        """Whether ``exchange``, told to the exchange listeners, is recorded (``devtunnel show``
+        finds it): recording is on and its tunnel records (``TunnelConfig.record``), or it is a
+        replay (replays are recorded where recording is on)."""
+        if self.recorder is None:
+            return False
+        tunnel = self._tunnels.get(exchange.tunnel)
+        config = tunnel.config if tunnel is not None else self._stopped.get(exchange.tunnel)
+        return exchange.replay_of is not None or config is None or config.record
+
+    def tell_exchange(self, exchange: Exchange) -> None:
+        """Tell the exchange listeners (the headless log, ``subscribe_exchanges``) of a finished
+        exchange: the tunnels' own, and a replay the agent API made."""
+        for listener in list(self._exchange_listeners):
+            try:
+                listener(exchange)
+            except Exception:  # a broken listener must not break forwarding
+                log.exception("exchange listener failed")
+
     def subscribe(self, callback: TunnelListener) -> Callable[[], None]:
         """Call ``callback(info)`` on every tunnel state change; returns the unsubscribe function."""
         self._listeners.append(callback)
@@ -376,11 +414,7 @@ class AgentService:
             response = exchange.response
             if exchange.error is not None or (response is not None and (response.status in STATUSES or exchange.websocket)):
                 self._hint(exchange)
-            for listener in list(self._exchange_listeners):
-                try:
-                    listener(exchange)
-                except Exception:  # a broken listener must not break forwarding
-                    log.exception("exchange listener failed")
+            self.tell_exchange(exchange)
 
     def _hint(self, exchange: Exchange) -> None:
         """Say once per tunnel what to do about a known dev server refusing the tunnel's Host
@@ -392,10 +426,21 @@ class AgentService:
         if tunnel is None:
             return
         hint = target_hint(exchange) or refusal_hint(exchange, rewrite=tunnel.config.host_header == "rewrite")
-        if hint is not None and hint.key not in tunnel.hinted and len(tunnel.hints) < MAX_HINTS:
-            tunnel.hinted.add(hint.key)
-            tunnel.hints.append(hint.line)
-            log.warning("tunnel %s: %s", exchange.tunnel, hint.line)
+        if hint is not None:
+            self._add_hint(tunnel, hint.key, hint.line)
+
+    def add_hint(self, name: str, key: str, line: str) -> TunnelInfo:
+        """Say ``line`` about tunnel ``name`` once (per ``key``) in the log and its ``hints``, as
+        the dev-server hints are; its info. Raises NotFoundError."""
+        tunnel = self._tunnel(name)
+        self._add_hint(tunnel, key, line)
+        return tunnel.info()
+
+    def _add_hint(self, tunnel: AgentTunnel, key: str, line: str) -> None:
+        if key not in tunnel.hinted and len(tunnel.hints) < MAX_HINTS:
+            tunnel.hinted.add(key)
+            tunnel.hints.append(line)
+            log.warning("tunnel %s: %s", tunnel.name, line)
             if tunnel.app is not None:  # and in the app's log (``devtunnel logs``, l in the inspector)
-                tunnel.app.log.add("devtunnel", hint.line)
+                tunnel.app.log.add("devtunnel", line)
             tunnel.notify()  # and in /api/tunnels, /api/events and the inspector's tunnels panel

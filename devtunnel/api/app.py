@@ -8,10 +8,10 @@ ngrok's routes::
     DELETE /api/tunnels/{name}            stop it (204)
     GET    /api/tunnels/{name}/logs       the output of the app it runs (?follow=1, ?contains=, ?limit=)
     GET|POST /api/endpoints, GET|DELETE /api/endpoints/{name}   the same tunnels as ngrok v3's endpoints
-    GET    /api/requests/http             ?limit=&tunnel_name= -> {"requests": [...], "uri"}
+    GET    /api/requests/http             ?limit=&tunnel_name=&scope= -> {"requests": [...], "uri"} (this agent's)
     GET    /api/requests/http/{id}        one captured exchange
     POST   /api/requests/http             {"id", "tunnel_name"} replays it (204)
-    DELETE /api/requests/http             forget every capture (204)
+    DELETE /api/requests/http             forget this agent's captures (?scope=all: every one) (204)
 
 devtunnel's additions: ``POST /api/tunnels/{name}/restart``, ``filter=`` on the list, ``POST /api/requests/http/{id}/replay`` with
 edits, ``GET /api/requests/http/{id}/export``, ``GET /api/diff``, ``GET /api/status`` and the
@@ -54,6 +54,7 @@ from devtunnel.api.plumbing import (
     refuse_name_in_use,
     refuse_unsupported,
     requested_name,
+    say_if_not_https,
     str_field,
     tunnel_label,
     tunnel_named,
@@ -96,7 +97,7 @@ async def start_tunnel(request: Request) -> Response:
     refuse_name_in_use(request, data, name, "tunnel")
     rules = ngrok_rules(data, "tunnel")  # ngrok's basic auth, IP restrictions and header edits, at the relay
     config = TunnelConfig(target=addr, name=name, rules=rules, **tunnel_options(data))
-    info = await service_of(request).start_tunnel(config)
+    info = say_if_not_https(service_of(request), data, await service_of(request).start_tunnel(config))
     aliases_of(request).add(str_field(data, "name"), info.name)  # GET /api/tunnels/NAME as it was asked for
     return ok(tunnel_json(info), status_code=201)
 
@@ -204,6 +205,7 @@ def create_app(service: Service, *, events_interval: float = 0.1, events_max_ids
     )
     app.state.service = service
     app.state.aliases = TunnelAliases(service)
+    app.state.scope = api_captures.AgentScope(service)
     app.state.events = EventHub(service, interval=events_interval, max_ids=events_max_ids)
     return app
 

@@ -1,5 +1,10 @@
 """The agent API's routes over captured exchanges: list, detail, clear, replay, export, diff.
 
+The list and the clear hold the agent's own captures by default, as ngrok's do (``scope=agent``):
+several agents may record into one store, which also keeps earlier sessions, and a script that
+reads ``requests[0]`` after triggering a hook, or clears between two tests, means this agent's.
+``scope=all`` is the whole store.
+
 Store calls are blocking SQLite work, so they run in the thread pool; the event loop keeps
 carrying tunnel traffic meanwhile. A replay to the target of a tunnel that holds requests
 (``--hold``) waits for its app at the tunnel's gate, as the tunnel's own requests do
@@ -19,11 +24,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from devtunnel.capture.diff import SectionDiff, diff_exchanges, render_unified
-from devtunnel.capture.filters import And, Filter, Or, parse
+from devtunnel.capture.filters import And, Filter, Not, Or, parse
+from devtunnel.capture.filters.base import MatchAll, SqlParams
 from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
+from devtunnel.webhooks.resign import notice_for
 from devtunnel.agent.hold import HeldFor, HoldExpired, HoldGate
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.api.plumbing import (
@@ -33,15 +40,96 @@ from devtunnel.api.plumbing import (
 from devtunnel.api.service import Service, service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
-from devtunnel.capture.store import Store
+from devtunnel.capture.store import CLEAR_RUN, Store
+from devtunnel.values.exchange_ids import time_prefix
 from devtunnel.replay import not_recorded, replay
 from devtunnel.values.terminal import clipped, quoted
 
-__all__ = ["routes", "tunnel_filter", "replay_edit"]
+__all__ = ["routes", "tunnel_filter", "replay_edit", "AgentScope", "SCOPES"]
 
 DEFAULT_LIMIT = 50
 _ID_CHARS = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 _ID_LENGTH = 26
+
+
+SCOPES = ("agent", "all")
+"""What ``scope=`` of the list and the clear may say: this agent's captures (the default), or the whole store's."""
+
+
+class _Since(Filter):
+    """Exchanges whose request began at or after the moment of an id's ``prefix`` (ids sort by it)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __call__(self, ex: Exchange) -> bool:
+        return ex.id >= self.prefix
+
+    def sql(self) -> tuple[str, SqlParams]:
+        return "(e.id >= ?)", [self.prefix]
+
+    def __repr__(self) -> str:
+        return f"_Since({self.prefix!r})"
+
+
+class _Ids(Filter):
+    """Exchanges with one of these ids."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+
+    def __call__(self, ex: Exchange) -> bool:
+        return ex.id in self.ids
+
+    def sql(self) -> tuple[str, SqlParams]:
+        return f"(e.id IN ({', '.join('?' * len(self.ids))}))", list(self.ids)
+
+    def __repr__(self) -> str:
+        return f"_Ids({self.ids!r})"
+
+
+class AgentScope:
+    """What this agent recorded: the exchanges of the tunnels it started (``Service.ran``) since
+    it started (``Service.started_at``; ids sort by time), and the replays made through its API
+    (of another tunnel's capture too). Another agent that runs a tunnel of the same name at the
+    same time (on a relay of its own) records into that scope too: the store keeps no more of
+    who recorded an exchange."""
+
+    KEPT = 1000
+    """Ids of replays made through the API kept at most (the oldest are forgotten first; one
+    recorded under a tunnel of this agent's stays in the scope all the same)."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._replays: dict[str, None] = {}
+
+    def replayed(self, exchange_id: str) -> None:
+        """``exchange_id`` is a replay this agent made."""
+        self._replays[exchange_id] = None
+        while len(self._replays) > self.KEPT:
+            del self._replays[next(iter(self._replays))]
+
+    def filter(self) -> Filter:
+        """The agent's own exchanges, as a filter."""
+        names = dict.fromkeys([*self._service.ran(), *(t.name for t in self._service.tunnels())])
+        parts: list[Filter] = []
+        if names:
+            parts.append(And([_Since(time_prefix(self._service.started_at)), Or([Tunnel(name) for name in names])]))
+        if self._replays:
+            parts.append(_Ids(list(self._replays)))
+        return Or(parts) if parts else Not(MatchAll())
+
+
+def _scope(request: Request) -> Filter | None:
+    """The ``scope=`` of a list or clear as a filter: this agent's (the default), or None for the whole store."""
+    value = request.query_params.get("scope") or "agent"
+    if value not in SCOPES:
+        raise ApiError(400, f"scope must be agent (this agent's captures, the default) or all (every capture of "
+                            f"the store), not {quoted(value)}")
+    if value == "all":
+        return None
+    scope: AgentScope = request.app.state.scope
+    return scope.filter()
 
 
 def _store(request: Request) -> Store:
@@ -79,13 +167,14 @@ def _cursor(request: Request, key: str) -> str | None:
     return value.upper()
 
 
-@params("limit", "tunnel_name", "filter", "before", "after")
+@params("limit", "tunnel_name", "filter", "before", "after", "scope")
 async def list_requests(request: Request) -> Response:
-    """``GET /api/requests/http?limit=&tunnel_name=&filter=&before=ID|after=ID``.
+    """``GET /api/requests/http?limit=&tunnel_name=&filter=&before=ID|after=ID&scope=agent|all``.
 
     Newest first, as ngrok lists them; ``before=ID`` pages back from an id (the next page of the
     same order), ``after=ID`` forward from one, oldest first (what arrived since), by keyset: a
-    page never repeats or skips an exchange because others arrived meanwhile.
+    page never repeats or skips an exchange because others arrived meanwhile. This agent's
+    captures (``AgentScope``), or with ``scope=all`` the whole store's.
     """
     limit = int_param(request, "limit", DEFAULT_LIMIT, minimum=1)
     before, after = _cursor(request, "before"), _cursor(request, "after")
@@ -98,6 +187,9 @@ async def list_requests(request: Request) -> Response:
         also = [running.name] if running is not None else [tunnel_label(tunnel_name) or tunnel_name]
         also += aliases_of(request).ever(tunnel_name)  # asked for as web, run as myapp
     flt = tunnel_filter(request.query_params.get("filter", ""), tunnel_name, *also)
+    scope = _scope(request)
+    if scope is not None:
+        flt = And([scope, flt])
     store = _store(request)
     # The ids first (no bodies), then each exchange as it is sent: 50 exchanges with 10 MB
     # bodies are 1 GB, which a list read at once held in memory.
@@ -127,15 +219,37 @@ async def get_request(request: Request) -> Response:
     return await ok_off_loop(lambda: capture_json(exchange))
 
 
-@params(unchanged="it forgets every capture; nothing was deleted")
+@params("scope", unchanged="it forgets this agent's captures (scope=all: every one); nothing was deleted")
 async def clear_requests(request: Request) -> Response:
-    """``DELETE /api/requests/http``: forget every captured exchange.
+    """``DELETE /api/requests/http?scope=agent|all``: forget this agent's captures (``AgentScope``),
+    or with ``scope=all`` every capture of the store.
 
-    It takes no parameter: ``?tunnel_name=payments`` or ``?filter=...`` reads as forgetting some,
-    and ignored it forgot them all, so any is a 400 and nothing is deleted (``params``)."""
+    It takes no other parameter: ``?tunnel_name=payments`` or ``?filter=...`` reads as forgetting
+    some, and ignored it forgot more, so any is a 400 and nothing is deleted (``params``)."""
+    scope = _scope(request)
     store = _store(request)
-    await run_in_threadpool(store.clear)
+    await run_in_threadpool(store.clear if scope is None else lambda: _delete_matching(store, scope))
     return no_content()
+
+
+def _delete_matching(store: Store, flt: Filter) -> None:
+    """Delete the exchanges ``flt`` matches, oldest first, ``CLEAR_RUN`` in each write transaction
+    (recording goes on between them); those stored after it began with a later id than the newest
+    match then stay, as ``Store.clear`` leaves them."""
+    newest = store.rows(flt, limit=1, newest_first=True)
+    if not newest:
+        return
+    last = newest[0].id
+    cursor: str | None = None
+    while cursor is None or cursor < last:  # ids only grow, up to ``last``: a bounded loop
+        page = store.rows_after(flt, cursor, limit=CLEAR_RUN)
+        ids = [row.id for row in page if row.id <= last]
+        if not ids:
+            return
+        store.delete(ids)
+        cursor = ids[-1]
+        if len(ids) < len(page) or len(page) < CLEAR_RUN:
+            return
 
 
 def replay_edit(data: dict[str, Any]) -> Edit | None:
@@ -176,6 +290,9 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
     else:
         result = await _replay_held(gate, original, to=to, edit=edit, host_header=host_header, verify=verify,
                                     webhooks=service.webhooks)
+    service.tell_exchange(result)  # the headless log's line, marked as a replay
+    scope: AgentScope = request.app.state.scope
+    scope.replayed(result.id)
     recorder = service.recorder
     try:
         if recorder is not None:
@@ -297,8 +414,14 @@ async def replay_with_edits(request: Request) -> Response:
         raise ApiError(400, f"to must be an http:// or https:// URL, not {quoted(to)}")
     original = await _get(request, request.path_params["id"])
     result = await _replay_and_store(request, original, to, edit)
-    notice = result.signature_notice.removeprefix("signature ") or None
+    notice = _api_spelling(result.signature_notice.removeprefix("signature ")) or None
     return await ok_off_loop(lambda: {**capture_json(result), "signature": notice}, status_code=201)
+
+
+def _api_spelling(notice: str) -> str:
+    """A replay's signature notice as this API says it: its field ``sign_unverified``, where the
+    notice names the command line's flag."""
+    return notice_for(notice, "api")
 
 
 @params("format", "redact", "to", "local")

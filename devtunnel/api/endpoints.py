@@ -34,6 +34,7 @@ from devtunnel.api.plumbing import (
     refuse_name_in_use,
     refuse_unsupported,
     requested_name,
+    say_if_not_https,
     str_field,
     tunnel_of,
     tunnel_options,
@@ -82,7 +83,7 @@ async def start_endpoint(request: Request) -> Response:
     target = _upstream(data)
     rules = ngrok_rules(data, "endpoint")  # ngrok's basic auth, IP restrictions and header edits, at the relay
     config = TunnelConfig(target=target, name=name, rules=rules, **tunnel_options(data))
-    info = await service_of(request).start_tunnel(config)
+    info = say_if_not_https(service_of(request), data, await service_of(request).start_tunnel(config))
     aliases_of(request).add(str_field(data, "name"), info.name)  # GET /api/endpoints/NAME as it was asked for
     return ok(endpoint_json(info), status_code=201)
 

@@ -45,7 +45,7 @@ from devtunnel.api.service import Service, service_of
 
 __all__ = ["ApiError", "AsciiJSON", "MAX_BODY", "json_body", "str_field", "int_param", "params", "flag_param", "ok", "ok_off_loop", "ok_list_streamed", "no_content", "tunnel_options", "refuse_unsupported", "unknown_fields", "REFUSED_OPTIONS", "OWN_OPTIONS", "TunnelOptions", "find_tunnel", "tunnel_named", "tunnel_label",
            "TunnelAliases", "aliases_of", "tunnel_of", "refuse_name_in_use", "requested_name", "PUBLIC_ADDRESS_KEYS",
-           "EXCEPTION_HANDLERS"]
+           "EXCEPTION_HANDLERS", "https_asked", "say_if_not_https"]
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,41 @@ def tunnel_options(data: dict[str, Any]) -> TunnelOptions:
     insecure = data.get("insecure") is True or data.get("verify_upstream_tls") is False
     return {"host_header": host_header, "relay": relay, "via": str_field(data, "via") or None, "pool": pool,
             "insecure": insecure, "record": data.get("inspect") is not False}
+
+
+def https_asked(data: dict[str, Any]) -> str | None:
+    """The key by which a tunnel or endpoint asked for asks for an https URL alone: ngrok v2's
+    ``bind_tls: true`` (pyngrok's ``connect(bind_tls=True)``), v3's ``schemes: ["https"]``, or a
+    ``url`` of ``https://``. None when it asks for none (``bind_tls: "both"``, both schemes)."""
+    bind_tls = data.get("bind_tls")
+    if bind_tls is True or (isinstance(bind_tls, str) and bind_tls.lower() == "true"):
+        return "bind_tls"
+    schemes = data.get("schemes")
+    if isinstance(schemes, list):
+        named = {str(scheme).lower() for scheme in schemes}
+        if "https" in named and "http" not in named:
+            return "schemes"
+    url = data.get("url")
+    if isinstance(url, str) and url.lower().startswith("https://"):
+        return "url"
+    return None
+
+
+def say_if_not_https(service: Service, data: dict[str, Any], info: TunnelInfo) -> TunnelInfo:
+    """The tunnel started for ``data``, with a hint (its ``hints``, the agent's log) when it asked
+    for an https URL (``https_asked``) and its public URL is ``http://``: started as asked in
+    every other way, it is not refused, but Slack, Shopify and others take only https URLs."""
+    key = https_asked(data)
+    if key is None or not info.public_url or not info.public_url.startswith("http://"):
+        return info
+    line = (f"{key} asks for an https URL, but {escape(info.public_url)} is http: its relay serves plain http "
+            "(the embedded relay does). For an https URL start the tunnel with a provider (\"via\": \"cloudflared\", "
+            "devtunnel http PORT --via cloudflared) or on a relay of your own with TLS (\"relay\": \"wss://...\", "
+            "relay.url)")
+    try:
+        return service.add_hint(info.name, "https", line)
+    except NotFoundError:  # stopped meanwhile
+        return info
 
 
 COMMAND_LINE_NAMES = frozenset({"command_line"})

@@ -17,6 +17,7 @@ from devtunnel.agent.config import TunnelConfig
 from devtunnel.agent.hold import HoldGate
 from devtunnel.agent.info import TunnelInfo
 from devtunnel.agent.recording import BodyBudget
+from devtunnel.capture.model import Exchange
 from devtunnel.capture.recorder import Recorder
 from devtunnel.capture.store import Store
 from devtunnel.rules import Rule
@@ -44,8 +45,22 @@ class Service(Protocol):
     def webhooks(self) -> WebhookContext | None:
         """The webhook secrets replays are signed afresh with (None when there are none)."""
 
+    @property
+    def started_at(self) -> float:
+        """When the agent started: what its tunnels recorded has later ids."""
+
     def tunnels(self) -> list[TunnelInfo]:
         """Every running tunnel."""
+
+    def ran(self) -> list[str]:
+        """The name of every tunnel the agent started, running or not: the captures of the
+        agent's own (``GET /api/requests/http``'s default scope) are recorded under these."""
+
+    def tell_exchange(self, exchange: Exchange) -> None:
+        """Tell the agent's exchange listeners (its headless log) of a finished exchange: a replay."""
+
+    def add_hint(self, name: str, key: str, line: str) -> TunnelInfo:
+        """Say ``line`` once (per ``key``) about tunnel ``name`` in the log and its ``hints``; its info."""
 
     async def start_tunnel(self, config: TunnelConfig) -> TunnelInfo:
         """Start a tunnel; returns it once it is first online (or has failed)."""

@@ -270,7 +270,7 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
         embedded_port=options.embedded_port, allowed_hosts=options.allowed_hosts,
         relay=options.relay, token=options.token, relay_ca=options.relay_ca, head_timeout=options.head_timeout,
         webhooks=webhooks, insecure=options.settings.agent.insecure,
-        ports=PortMemory() if is_http else None,
+        ports=PortMemory(), remember_names=is_http,  # a named tunnel of the API keeps its port too
     )
     hurry.append(service.hurry)
     api_server: Any = None
@@ -279,7 +279,8 @@ async def _main(args: argparse.Namespace, tunnels: list[TunnelConfig] | None, hu
         await service.start()
         if is_http:
             if api_pipe is None and says_info:  # under an inspector, which shows every exchange, its log file gets no line of each
-                exchange_log = ExchangeLog(out, [config.name for config in options.tunnels], ngrok_format=ngrok_format)
+                exchange_log = ExchangeLog(out, [config.name for config in options.tunnels], ngrok_format=ngrok_format,
+                                           recorded=service.records)
                 service.subscribe_exchanges(exchange_log)
                 if recorder is not None and webhooks is not None and ngrok_format is None:
                     recorder.subscribe_verdicts(exchange_log.verdicts_from(asyncio.get_running_loop()))

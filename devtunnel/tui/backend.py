@@ -30,6 +30,7 @@ from devtunnel.capture.rows import Row
 from devtunnel.capture.store import DEFAULT_MAX_BYTES, DEFAULT_MAX_EXCHANGES, Store, file_identity, path_mode
 from devtunnel.errors import DevtunnelError, NotFoundError, ReplayError, StoreError, TunnelError
 from devtunnel.values.terminal import quoted
+from devtunnel.webhooks.resign import notice_for
 
 T = TypeVar("T")
 
@@ -612,7 +613,7 @@ class Backend:
         new = await self.get(_field(answer, "id", str, "replay"))
         signature = _field(answer, "signature", (str, type(None)), "replay")
         if signature is not None:  # said once, with the answer; not stored
-            new.signature_notice = "signature " + signature
+            new.signature_notice = "signature " + notice_for(signature, "inspector")
         return new
 
     async def _replay_here(self, exchange: Exchange, edit: Edit | None) -> Exchange:

@@ -38,7 +38,7 @@ from devtunnel.webhooks import (
 )
 from devtunnel.webhooks.secrets import known_secrets
 
-__all__ = ["Keys", "Resigned", "resign", "signs_unverified", "unknown_provider"]
+__all__ = ["Keys", "Resigned", "resign", "signs_unverified", "unknown_provider", "SIGN_ANYWAY", "notice_for"]
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
                 return Resigned(request, notice=(
                     f"signature not refreshed: {_variable(provider, keys)} does not verify the delivery as captured"
                     f" ({check.reason}): it may not come from {provider.name}; sent with its captured signature"
-                    " (--sign-unverified signs it anyway)"))
+                    f" ({SIGN_ANYWAY['cli']} signs it anyway)"))
             if check.signature is Signature.INVALID and "does not match" in check.reason:
                 notice = (f"signature made with {_variable(provider, keys)}, which did not verify the captured "
                           "delivery: the receiver may hold another secret")
@@ -164,6 +164,26 @@ def resign(request: Request, url: str, *, keys: Any, now: float,
     if collapsed and not notice:  # a stale second signature would be read by a receiver reading the other
         notice = f"signature made afresh in one {', one '.join(collapsed)}"
     return Resigned(replace(request, headers=headers), provider.name, notice)
+
+
+SIGN_ANYWAY = {
+    "cli": "--sign-unverified",
+    "api": '"sign_unverified": true',
+    "inspector": "the editor's sign though unverified, ctrl+o,",
+}
+"""How each surface's user asks to sign afresh a delivery the secret does not verify, as the
+notice that it was not (``resign``) names it: the command line's flag, the agent API's field,
+the inspector's box."""
+
+
+def notice_for(notice: str, surface: str) -> str:
+    """``notice`` (of ``resign``, or as another surface said it) naming ``surface``'s way to
+    sign it anyway (``SIGN_ANYWAY``)."""
+    for spelling in SIGN_ANYWAY.values():
+        said = f"({spelling} signs it anyway)"
+        if notice.endswith(said):
+            return notice.removesuffix(said) + f"({SIGN_ANYWAY[surface]} signs it anyway)"
+    return notice
 
 
 def signs_unverified(judged: Verdict | None, *, unverified: bool = False) -> bool:

@@ -593,7 +593,8 @@ def test_captures_survive_an_agent_restart(
     api_port = free_port()
     second = start(procs, env, "http", str(local[0]), "--no-tui", "--name", "day2", "--api-port", str(api_port), "--db", str(db))
     second.line(lambda l: l.startswith("API "))
-    listed = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http", trust_env=False).json()["requests"]
+    # Another session's: the agent lists its own unless asked for the whole store.
+    listed = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http?scope=all", trust_env=False).json()["requests"]
     assert [(c["tunnel_name"], c["request"]["uri"]) for c in listed] == [("day1", "/echo?yesterday=1")]
     assert second.stop(signal.SIGINT) == 0
 

@@ -95,7 +95,7 @@ def test_kill_9_of_the_agent_leaves_no_exchange_in_flight_for_requests_show_and_
     assert {r["path"] for r in json.loads(gone.stdout)} == {"/sse", "/slow"}
 
     _, _, api_port = start_agent(procs, env, local[0], db, "again")
-    api = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http", trust_env=False).json()
+    api = httpx.get(f"http://127.0.0.1:{api_port}/api/requests/http?scope=all", trust_env=False).json()  # the killed agent's
     by_uri = {r["request"]["uri"]: r for r in api["requests"]}
     for path in ("/sse", "/slow"):
         assert by_uri[path]["error"] == "agent_gone" and by_uri[path]["duration"] > 0

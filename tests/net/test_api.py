@@ -77,7 +77,7 @@ def assert_error(resp: httpx.Response, status: int) -> dict[str, Any]:
 
 
 async def test_list_is_newest_first_with_ngrok_fields(api: Api) -> None:
-    resp = await api.client.get("/api/requests/http")
+    resp = await api.client.get("/api/requests/http", params={"scope": "all"})  # seeded: no tunnel here recorded them
     assert resp.status_code == 200
     data = resp.json()
     assert data["uri"] == "/api/requests/http"
@@ -92,14 +92,14 @@ async def test_list_is_newest_first_with_ngrok_fields(api: Api) -> None:
 
 
 async def test_list_limit_and_tunnel_name_narrow_the_list(api: Api) -> None:
-    data = (await api.client.get("/api/requests/http", params={"limit": 2})).json()
+    data = (await api.client.get("/api/requests/http", params={"limit": 2, "scope": "all"})).json()
     assert [r["id"] for r in data["requests"]] == [api.exchanges[4].id, api.exchanges[3].id]
-    data = (await api.client.get("/api/requests/http", params={"tunnel_name": "uploads"})).json()
+    data = (await api.client.get("/api/requests/http", params={"tunnel_name": "uploads", "scope": "all"})).json()
     assert [r["id"] for r in data["requests"]] == [api.exchanges[2].id]
 
 
 async def test_filter_narrows_the_list(api: Api) -> None:
-    resp = await api.client.get("/api/requests/http", params={"filter": "status:5xx or error"})
+    resp = await api.client.get("/api/requests/http", params={"filter": "status:5xx or error", "scope": "all"})
     assert [r["id"] for r in resp.json()["requests"]] == [api.exchanges[4].id, api.exchanges[3].id]
 
 
@@ -147,7 +147,7 @@ async def test_bad_limit_is_a_400(api: Api, limit: str) -> None:
 
 
 async def test_a_limit_past_any_integer_the_database_holds_lists_everything(api: Api) -> None:
-    resp = await api.client.get("/api/requests/http", params={"limit": str(10**20)})
+    resp = await api.client.get("/api/requests/http", params={"limit": str(10**20), "scope": "all"})
     assert resp.status_code == 200, resp.text
     assert len(resp.json()["requests"]) == len(api.exchanges)
 
@@ -160,7 +160,7 @@ async def test_pages_by_before_and_after_miss_and_repeat_nothing_while_traffic_a
     everything = {ex.id for ex in [*api.exchanges, *older]}
     seen: list[str] = []
     newest: str | None = None
-    params: dict[str, Any] = {"limit": 3}
+    params: dict[str, Any] = {"limit": 3, "scope": "all"}
     arrived: list[str] = []
     for _ in range(10):  # bounded: a cursor that is not applied would page forever
         page = (await api.client.get("/api/requests/http", params=params)).json()["requests"]
@@ -173,12 +173,12 @@ async def test_pages_by_before_and_after_miss_and_repeat_nothing_while_traffic_a
         arrived.append(fresh.id)
         if len(ids) < 3:
             break
-        params = {"limit": 3, "before": ids[-1]}
+        params = {"limit": 3, "before": ids[-1], "scope": "all"}
     assert len(seen) == len(set(seen)) and set(seen) == everything
     followed: list[str] = []
     cursor = newest
     for _ in range(10):
-        page = (await api.client.get("/api/requests/http", params={"limit": 2, "after": cursor})).json()["requests"]
+        page = (await api.client.get("/api/requests/http", params={"limit": 2, "after": cursor, "scope": "all"})).json()["requests"]
         ids = [r["id"] for r in page]
         assert ids == sorted(ids)  # oldest first: what arrived since, in order
         followed += ids
@@ -242,19 +242,19 @@ async def test_unknown_id_is_a_404(api: Api) -> None:
 
 
 async def test_delete_clears_every_capture(api: Api) -> None:
-    resp = await api.client.delete("/api/requests/http")
+    resp = await api.client.delete("/api/requests/http", params={"scope": "all"})
     assert resp.status_code == 204
-    assert (await api.client.get("/api/requests/http")).json()["requests"] == []
+    assert (await api.client.get("/api/requests/http", params={"scope": "all"})).json()["requests"] == []
 
 
 @pytest.mark.parametrize("query", [{"tunnel_name": "payments"}, {"filter": "status:>=500"}, {"before": "01JD3X"}])
 async def test_a_delete_asked_to_narrow_what_it_forgets_deletes_nothing(api: Api, query: dict[str, str]) -> None:
     # DELETE /api/requests/http?tunnel_name=payments forgot every capture of every tunnel: the
     # parameter was ignored.
-    before = len((await api.client.get("/api/requests/http", params={"limit": 1000})).json()["requests"])
+    before = len((await api.client.get("/api/requests/http", params={"limit": 1000, "scope": "all"})).json()["requests"])
     body = assert_error(await api.client.delete("/api/requests/http", params=query), 400)
     assert body["msg"].endswith("nothing was deleted") and repr(next(iter(query))) in body["msg"]
-    assert len((await api.client.get("/api/requests/http", params={"limit": 1000})).json()["requests"]) == before > 0
+    assert len((await api.client.get("/api/requests/http", params={"limit": 1000, "scope": "all"})).json()["requests"]) == before > 0
 
 
 # -- replay ---------------------------------------------------------------------------------
@@ -449,7 +449,7 @@ async def test_bad_diff_queries_are_400s(api: Api, params: dict[str, str]) -> No
 @pytest.mark.parametrize(
     ("builder", "route"),
     [
-        ("capture_json", "/api/requests/http?limit=1"),
+        ("capture_json", "/api/requests/http?limit=1&scope=all"),
         ("capture_json", "/api/requests/http/{id}"),
         ("export", "/api/requests/http/{id}/export?format=har"),
         ("diff_exchanges", "/api/diff?a={id}&b={id}"),
@@ -490,7 +490,7 @@ async def test_the_list_holds_one_exchange_in_memory_at_a_time(api: Api) -> None
     tracemalloc.start()
     try:
         size = 0
-        async with api.client.stream("GET", "/api/requests/http", params={"limit": 100}) as resp:
+        async with api.client.stream("GET", "/api/requests/http", params={"limit": 100, "scope": "all"}) as resp:
             assert resp.status_code == 200
             async for chunk in resp.aiter_bytes():
                 size += len(chunk)
@@ -815,7 +815,7 @@ async def test_serve_api_reports_at_once_a_server_that_cannot_listen(tmp_path: P
 async def test_tunnel_name_with_quotes_and_spaces_is_matched_literally(api: Api) -> None:
     odd = make_exchange(tunnel='say "hi" (http)')
     api.store.put(odd)
-    data = (await api.client.get("/api/requests/http", params={"tunnel_name": 'say "hi" (http)', "filter": "method:POST"})).json()
+    data = (await api.client.get("/api/requests/http", params={"tunnel_name": 'say "hi" (http)', "filter": "method:POST", "scope": "all"})).json()
     assert [r["id"] for r in data["requests"]] == [odd.id]
 
 

@@ -74,8 +74,8 @@ def test_a_parameter_a_route_does_not_take_is_a_400_naming_those_it_takes(env: d
         assert refused.status_code == 400, refused.text
         body = refused.json()
         assert body["msg"] == ("unknown parameter 'limt' (did you mean 'limit'?): GET /api/requests/http takes "
-                               "limit, tunnel_name, filter, before, after")
-        assert body["details"]["takes"] == ["limit", "tunnel_name", "filter", "before", "after"]
+                               "limit, tunnel_name, filter, before, after, scope")
+        assert body["details"]["takes"] == ["limit", "tunnel_name", "filter", "before", "after", "scope"]
         assert api.get("/api/requests/http", params={"tunnel": "x"}).status_code == 400
         # What it takes still works, and together with nothing else.
         assert len(api.get("/api/requests/http", params={"limit": "1", "tunnel_name": "dev"}).json()["requests"]) == 1

@@ -116,6 +116,23 @@ async def test_edit_and_send_through_the_agent_re_signs_and_the_receiver_accepts
             notice = next(n for n in app._notifications if n.title == "Replayed")
             assert "200 OK" in notice.message and "signature not refreshed: set GITHUB_WEBHOOK_SECRET" in notice.message
             assert rx.verdicts[-1] == ("/webhooks/github", 200, "ok")  # no timestamp: the captured one still holds
+
+            # A delivery the secret does not verify keeps its signature; the notice names the
+            # inspector's way to sign it anyway, not the API's field the answer named.
+            forged = Stripe().sign(Delivery("POST", "", Headers([("Content-Type", "application/json")]), b'{"id": "evt_x"}'),
+                                   "whsec_not_the_secret", time.time())
+            async with httpx.AsyncClient(trust_env=False) as client:
+                await client.post(f"http://127.0.0.1:{url.port}/webhooks/stripe", content=b'{"id": "evt_x"}',
+                                  headers=[*forged.items(), ("Host", url.netloc)])
+            await async_wait_for(lambda: len(table.ids) == 6 and table.cached_row(table.ids[5]), what="the forged one")
+            app.clear_notifications()
+            table.focus()
+            await pilot.press("end", "r")
+            await async_wait_for(lambda: any(n.title == "Replayed" for n in app._notifications), what="its notice")
+            notice = next(n for n in app._notifications if n.title == "Replayed")
+            assert "sent with its captured signature (the editor's sign though unverified, ctrl+o, signs it anyway)" \
+                in notice.message.replace("\n", " "), notice.message
+            assert "sign_unverified" not in notice.message
             await pilot.press("q")
             await async_wait_for(lambda: not app.is_running, what="the app to quit")
 

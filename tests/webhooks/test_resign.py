@@ -180,3 +180,15 @@ def test_a_signature_changed_by_hand_is_sent_as_edited_and_said_so() -> None:
     edited = req(captured.headers, b'{"a": 1}')
     assert resign(edited, URL, keys=keys(slack=SECRETS["slack"]), now=LATER, captured=captured,
                   captured_url=URL).provider == "slack"
+
+
+def test_each_surface_names_its_own_way_to_sign_a_kept_signature_anyway():
+    from devtunnel.webhooks.resign import SIGN_ANYWAY, notice_for
+
+    cli = "signature not refreshed: ... sent with its captured signature (--sign-unverified signs it anyway)"
+    api = notice_for(cli, "api")
+    assert api.endswith('("sign_unverified": true signs it anyway)') and "--sign" not in api
+    inspector = notice_for(api, "inspector")  # the inspector reads the API's words
+    assert inspector.endswith(f"({SIGN_ANYWAY['inspector']} signs it anyway)") and "sign_unverified" not in inspector
+    assert notice_for(inspector, "cli") == cli
+    assert notice_for("signature not refreshed: set STRIPE_WEBHOOK_SECRET", "api") == "signature not refreshed: set STRIPE_WEBHOOK_SECRET"
