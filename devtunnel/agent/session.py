@@ -83,7 +83,14 @@ HELD_REQUESTS = 64 << 20
 taken yet, at most, over all the streams of one connection (``Session.shed``).
 
 A relay may send each stream's window (``REQUEST_WINDOW``) before the local service reads a
-byte, and may open 1,024 streams: 4 GiB. Sixteen uploads to a service that stopped reading fit."""
+byte, and may open 1,024 streams: 4 GiB. Sixteen uploads to a service that stopped reading fit.
+
+The bytes on their way add a slack that does not grow with how the relay batches them
+(docs/protocol.md, Transport): the socket hands on each read as it comes (``socket.py``; it
+held a whole WebSocket frame, up to 64 MiB, several times over), the protocol keeps at most one
+incomplete frame, and the shedding runs on the event that passes the ceiling. 120 streams sent
+their 4 MiB windows in frames of 60 MiB, to a service reading nothing: the agent's peak memory
+rose by 140 MiB (this ceiling and the recorder's body budget are 64 MiB each), 350 MiB before."""
 SHED_LOG_INTERVAL = 10.0
 """Seconds between two log lines about streams ``Session.shed`` reset."""
 

@@ -1,16 +1,24 @@
 """The agent's WebSocket to its relay: messages go to a callback, sends go out at once.
 
 A ``websockets`` client connection whose tunnel messages skip the library's message queue:
-each complete binary message is handed to ``on_message`` inside ``data_received``, and
+the bytes of binary messages are handed to ``on_message`` inside ``data_received``, and
 ``send_now`` writes a message to the transport without a coroutine. At one request at a time
 that saves the agent two trips through the event loop per request (the reader task waking for
 the message, and a writer task waking to send the answer). Everything else (the opening
 handshake, pings, the closing handshake) stays with ``websockets``.
 
-The tunnel protocol is a byte stream (message boundaries mean nothing), so a fragmented message
-is handed on fragment by fragment, never joined: a relay that never ends a message cannot make
-the agent hold it. One frame is at most ``MAX_FRAME`` bytes (``websockets`` refuses a larger one
-by its header, with close code 1009, before buffering it).
+The tunnel protocol is a byte stream (message boundaries mean nothing), so a message is handed
+on as its bytes arrive, never joined: once the connection is open, the agent reads the relay's
+data frames itself (``_FrameReader``), and what each read of the socket brought goes to
+``on_message``, the WebSocket headers cut out. A relay that never ends a message, or sends
+frames of ``MAX_FRAME`` bytes, cannot make the agent hold them. (``websockets`` reads a whole
+frame into its buffer before handing it on, and the tunnel protocol then parsed all of it at
+once: uploads sent in frames of 60 MiB raised the agent's peak memory by 210 MiB more than the
+same uploads in frames of 1 MiB.) Control frames (PING, PONG, CLOSE: 125 bytes at most) still
+go to ``websockets`` whole, as does any frame the agent does not read itself (a masked one, one
+with a reserved bit, an unknown opcode, a continuation out of place, one announcing more than
+``MAX_FRAME`` bytes): ``websockets`` refuses it and closes the connection with its code (1009
+for a frame too large, refused by its header).
 
 While the socket is full (the transport asked to pause writing), the agent stops reading the
 relay: what a relay sends can make the agent answer (PONGs, refused streams, 400s), and a relay
@@ -30,7 +38,7 @@ from collections.abc import Callable
 
 import websockets.frames
 from websockets.asyncio.client import ClientConnection
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Event, State
 
 __all__ = ["MAX_FRAME", "STALL_TIMEOUT", "TunnelSocket"]
@@ -81,13 +89,16 @@ messages (``relay.listening.WS_MAX_SIZE``). A relay sends each batch of tunnel f
 WebSocket frame; the batches of a devtunnel relay stay far below it."""
 
 MessageHandler = Callable[[bytes, bool], None]
-"""Called with each message, or each fragment of one, and whether it was text."""
+"""Called with the bytes of messages as they arrive (any part of one, the payload a read of the
+socket brought) and whether they are text."""
 
 
 class TunnelSocket(ClientConnection):
-    """A client connection that delivers messages (fragment by fragment) to ``on_message`` as they arrive.
+    """A client connection that delivers the bytes of messages to ``on_message`` as they arrive.
 
-    Until ``on_message`` is set, messages queue for ``recv()`` as usual.
+    Until ``on_message`` is set, messages queue for ``recv()`` as usual; from the first read
+    after it, ``_FrameReader`` reads the frames (unless part of one came before: ``websockets``
+    goes on reading them then, and hands each frame on whole).
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -97,8 +108,25 @@ class TunnelSocket(ClientConnection):
         """Called when the transport's buffer drained below its low-water mark, or the connection ended."""
         self._text = False
         self._stall: asyncio.TimerHandle | None = None
+        self._reader: _FrameReader | None = None
+        """Reads the relay's frames once ``on_message`` is set (the module docstring says why)."""
+        self._plain = False
+        """``websockets`` reads every frame from here on (the connection is closing, or failed)."""
 
     # -- receiving ----------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is None:
+            if self._plain or self.on_message is None or self.response is None or self.protocol.state is not State.OPEN:
+                super().data_received(data)
+                return
+            if self.protocol.reader.buffer:  # part of a frame came before ``on_message`` was set
+                self._plain = True
+                super().data_received(data)
+                return
+            reader = self._reader = _FrameReader(self)
+        reader.feed(data)
+
     def process_event(self, event: Event) -> None:
         handler = self.on_message
         if handler is None or self.response is None or not isinstance(event, Frame):
@@ -157,6 +185,128 @@ class TunnelSocket(ClientConnection):
         super().connection_lost(exc)
         if self.on_writable is not None:
             self.on_writable()
+
+
+_DATA_OPCODES = (Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value)
+_CLOSE = Opcode.CLOSE.value
+
+
+class _FrameReader:
+    """Reads the relay's WebSocket frames for ``TunnelSocket`` and hands on the payload bytes of
+    its data frames read by read, cut at nothing but the reads of the socket.
+
+    Between reads it keeps at most one incomplete frame header (14 bytes) or one control frame
+    (127 bytes with its header, handed to ``websockets`` once whole). A frame it does not read
+    itself goes to ``websockets`` with all that follows it, and the socket stops using the reader.
+    """
+
+    __slots__ = ("sock", "head", "left", "inside", "text")
+
+    def __init__(self, sock: TunnelSocket) -> None:
+        self.sock = sock
+        self.head = b""
+        """The bytes of a frame not handed on yet: its header while it is incomplete, or a
+        whole control frame while its payload comes."""
+        self.left = 0
+        """Payload bytes of the current data frame still to come (0: the next bytes start a frame)."""
+        self.inside = False
+        """A message is open: its last frame has not come (only continuation frames may follow)."""
+        self.text = False
+
+    def feed(self, data: bytes) -> None:
+        """Read ``data`` (a read of the socket); hand on the payload bytes it carries.
+
+        They are handed on once every frame of the read was read, as websockets does: a CLOSE
+        that came in the same read is known by then (``Session`` drops the requests that came
+        with the relay's close)."""
+        sock = self.sock
+        size = len(data)
+        pos = 0
+        out: list[tuple[bytes, bool]] = []  # (payload bytes, text): at most the bytes of the read
+        while pos < size:
+            left = self.left
+            if left:  # a data frame's payload, as far as this read brings it
+                n = min(left, size - pos)
+                out.append((data if n == size else data[pos : pos + n], self.text))
+                self.left = left - n
+                pos += n
+                continue
+            head = self.head
+            if head:
+                data = head + data[pos:]
+                size = len(data)
+                pos = 0
+                self.head = b""
+            if size - pos < 2:
+                self.head = data[pos:]
+                break
+            first = data[pos]
+            second = data[pos + 1]
+            length = second & 0x7F
+            start = pos + 2
+            if length == 126:
+                start += 2
+            elif length == 127:
+                start += 8
+            if start > size:
+                self.head = data[pos:]
+                break
+            if length >= 126:
+                length = int.from_bytes(data[pos + 2 : start], "big")
+            opcode = first & 0x0F
+            if first & 0x70 or second & 0x80 or length > MAX_FRAME or opcode not in _DATA_OPCODES:
+                if opcode >= 8 and not first & 0x70 and not second & 0x80 and first & 0x80 and length <= 125:
+                    end = start + length  # a control frame: to websockets once it is whole
+                    if end > size:
+                        self.head = data[pos:]
+                        break
+                    if opcode == _CLOSE:  # websockets reads (and discards) all that follows
+                        if self.inside:  # as websockets refuses it
+                            self._fail("incomplete fragmented message")
+                        else:
+                            self._give_up(data[pos:])
+                        break
+                    ClientConnection.data_received(sock, data[pos:end])
+                    if sock.protocol.state is not State.OPEN:
+                        self._give_up(data[end:])
+                        break
+                    pos = end
+                    continue
+                self._give_up(data[pos:])  # websockets refuses it, with the code the frame deserves
+                break
+            if (opcode == 0) != self.inside:
+                if self.inside:  # a new message while one is open
+                    self._fail("expected a continuation frame")
+                    break
+                self._give_up(data[pos:])  # a continuation out of place: websockets refuses it
+                break
+            if opcode:
+                self.text = opcode == 1
+            self.inside = not first & 0x80
+            self.left = length
+            pos = start
+            if not length:
+                out.append((b"", self.text))
+        handler = sock.on_message
+        if handler is not None:
+            for piece, text in out:
+                handler(piece, text)
+
+    def _give_up(self, rest: bytes) -> None:
+        sock = self.sock
+        sock._reader = None
+        sock._plain = True
+        sock.data_received(rest)
+
+    def _fail(self, reason: str) -> None:
+        sock = self.sock
+        sock._reader = None
+        sock._plain = True
+        sock.protocol.fail(CloseCode.PROTOCOL_ERROR, reason)
+        try:
+            sock.send_data()
+        except Exception as exc:  # as websockets' data_received does
+            sock.set_connection_exc(exc)
 
 
 def _check_stall(sock: TunnelSocket, mark: int) -> None:
