@@ -19,7 +19,7 @@ from devtunnel.protocol import frames as f
 from devtunnel.protocol.events import PongReceived
 from devtunnel.protocol.relay_side import RelayConnection
 from tests.helpers import async_wait_for
-from tests.net.test_agent_hostile_relay import hostile_relay
+from tests.net.test_agent_hostile_relay import close_code_after, hostile_relay
 
 
 def ws_frame(opcode: int, payload: bytes, *, fin: bool = True, wide: bool = False, first: int = 0) -> bytes:
@@ -122,17 +122,4 @@ async def test_a_close_frame_split_in_pieces_reaches_websockets(fin: bool, code:
     ],
 )
 async def test_a_frame_the_websocket_protocol_forbids_closes_the_connection_with_1002(frame: bytes) -> None:
-    closed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-
-    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
-        if closed.done():
-            return  # the agent reconnecting
-        ws.transport.write(frame)
-        try:
-            await asyncio.wait_for(ws.wait_closed(), 10)
-        finally:
-            if not closed.done():
-                closed.set_result(ws.close_code)
-
-    async with hostile_relay(script):
-        assert await asyncio.wait_for(closed, 15) == 1002
+    assert await close_code_after(frame) == 1002
