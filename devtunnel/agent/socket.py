@@ -220,6 +220,9 @@ class _FrameReader:
         that came in the same read is known by then (``Session`` drops the requests that came
         with the relay's close)."""
         sock = self.sock
+        if sock.protocol.state is not State.OPEN and _discards(sock):  # failed here (a keepalive timeout):
+            self._give_up(data)  # websockets discards all that comes, as it would have read it
+            return
         size = len(data)
         pos = 0
         out: list[tuple[bytes, bool]] = []  # (payload bytes, text): at most the bytes of the read
@@ -307,6 +310,12 @@ class _FrameReader:
             sock.send_data()
         except Exception as exc:  # as websockets' data_received does
             sock.set_connection_exc(exc)
+
+
+def _discards(sock: TunnelSocket) -> bool:
+    """Whether ``websockets`` discards what the relay sends from now on: the connection failed on
+    this side (``Protocol.fail``, RFC 6455 7.1.7), where a closing handshake still reads frames."""
+    return getattr(sock.protocol.parser, "__name__", "") == "discard"
 
 
 def _check_stall(sock: TunnelSocket, mark: int) -> None:

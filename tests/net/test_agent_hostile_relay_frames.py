@@ -123,3 +123,24 @@ async def test_a_close_frame_split_in_pieces_reaches_websockets(fin: bool, code:
 )
 async def test_a_frame_the_websocket_protocol_forbids_closes_the_connection_with_1002(frame: bytes) -> None:
     assert await close_code_after(frame) == 1002
+
+
+async def test_nothing_is_handed_on_after_the_agent_failed_the_connection() -> None:
+    # A keepalive timeout fails the connection on the agent's side; websockets discards all that
+    # comes after (RFC 6455 7.1.7), and so does the agent's reader: no tunnel frame reaches the session.
+    welcomed: asyncio.Future[ServerConnection] = asyncio.get_running_loop().create_future()
+
+    async def script(ws: ServerConnection, conn: RelayConnection) -> None:
+        if not welcomed.done():
+            welcomed.set_result(ws)
+        await ws.wait_closed()
+
+    async with hostile_relay(script) as tunnel:
+        await asyncio.wait_for(welcomed, 10)
+        sock = agent_socket(tunnel)
+        sock.data_received(ws_frame(0x2, pings(1))[:1])  # the reader holds part of a header
+        handed: list[bytes] = []
+        sock.on_message = lambda data, text: handed.append(data)
+        sock.protocol.fail(1011, "keepalive ping timeout")
+        sock.data_received(ws_frame(0x2, pings(1))[1:] + ws_frame(0x2, pings(2)))
+        assert handed == []

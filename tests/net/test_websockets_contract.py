@@ -40,3 +40,15 @@ def test_the_frame_and_state_names_the_agent_reads() -> None:
     assert {Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CLOSE.value} == {0, 1, 2, 8}
     assert CloseCode.PROTOCOL_ERROR == 1002 and CloseCode.MESSAGE_TOO_BIG == 1009
     assert State.OPEN and Frame(Opcode.BINARY, b"x").data == b"x"
+
+
+def test_a_failed_connection_discards_what_comes_by_a_parser_named_discard() -> None:
+    # _discards (agent/socket.py) tells a connection failed on the agent's side by this name.
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    protocol = ClientProtocol(parse_uri("ws://relay.localhost/"))
+    protocol.state = State.OPEN
+    assert getattr(protocol.parser, "__name__", "") != "discard"
+    protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+    assert getattr(protocol.parser, "__name__", "") == "discard"
