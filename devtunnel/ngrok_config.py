@@ -290,6 +290,12 @@ def _expanded_size(root: Any) -> int:
     return sizes[id(root)]
 
 
+MAX_NUMBER_TEXT = 100
+"""Characters of a number ngrok.yml may write (a port, a timeout: a few): a longer one is
+refused before it is built (PyYAML builds a base-60 one, ``1:59:59...``, in quadratic time, and
+a hexadecimal one past Python's 4,300 digits, which then cannot be shown)."""
+
+
 class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
     """``yaml.SafeLoader`` refusing a key given twice in one mapping, as ngrok does: PyYAML keeps
     the last one, so a second ``web:`` tunnel would silently replace the first.
@@ -321,6 +327,19 @@ class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
                     None, None, f"{shown(key)} is given twice in the same mapping", key_node.start_mark
                 )
         return super().construct_mapping(node, deep)
+
+
+def _bounded_number(build: Any) -> Any:
+    def construct(loader: _StrictLoader, node: Any) -> Any:
+        if len(node.value) > MAX_NUMBER_TEXT:
+            raise _Refused(f"a number written in {len(node.value):,} characters (line {node.start_mark.line + 1}):"
+                           " not read")
+        return build(loader, node)
+    return construct
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _bounded_number(yaml.SafeLoader.construct_yaml_int))
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _bounded_number(yaml.SafeLoader.construct_yaml_float))
 
 
 def read_ngrok_config(text: str, source: str = "ngrok.yml") -> NgrokImport:
@@ -363,8 +382,11 @@ def _document(text: str, source: str) -> dict[Any, Any]:
         raise ConfigError(f"{source}: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{source}: its values are nested too deeply: not an ngrok configuration") from None
-    except ValueError as exc:  # a scalar that cannot be built: an integer of 4301 digits, a 13th month
-        raise ConfigError(f"{source}: not valid YAML: {clipped(str(exc).split('; use ')[0], 200)}") from None
+    except (ValueError, ArithmeticError, LookupError, TypeError) as exc:
+        # A scalar that cannot be built: an integer of 4301 digits, a 13th month, ``!!int ''``,
+        # ``!!bool maybe``, a float too large.
+        said = str(exc).split('; use ')[0] or type(exc).__name__
+        raise ConfigError(f"{source}: not valid YAML: a value that cannot be read: {clipped(said, 200)}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -575,9 +597,9 @@ def _one(result: NgrokImport, name: str, body: object, taken: dict[str, str]) ->
     public = next((body.get(k) for k in ("url", "domain", "hostname", "subdomain") if body.get(k)), None)
     if public:
         result.notes.append(f"{name}: public address {shown(public)} left out: the relay names it {label}.DOMAIN")
-    for key in sorted(set(body) - _TAKEN):
+    for key in sorted((k for k in set(body) - _TAKEN), key=str):  # keys of mixed types (80, x, ~)
         reason = _IGNORED.get(key, "no equivalent")
-        result.notes.append(f"{name}: {key} left out ({reason})")
+        result.notes.append(f"{name}: {key if isinstance(key, str) else shown(key)} left out ({reason})")
     try:
         rules = ngrok_protection_rules(body)
         parse_rules(list(rules), f"tunnels.{label}.rules")
