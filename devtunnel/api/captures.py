@@ -122,7 +122,10 @@ class AgentScope:
 
 def _scope(request: Request) -> Filter | None:
     """The ``scope=`` of a list or clear as a filter: this agent's (the default), or None for the whole store."""
-    value = request.query_params.get("scope") or "agent"
+    given = request.query_params.getlist("scope")
+    if len(given) > 1:  # the last would win: ?scope=agent&scope=all cleared the whole store
+        raise ApiError(400, f"scope is given {len(given)} times: give it once, agent (the default) or all")
+    value = (given[0] if given else "") or "agent"
     if value not in SCOPES:
         raise ApiError(400, f"scope must be agent (this agent's captures, the default) or all (every capture of "
                             f"the store), not {quoted(value)}")

@@ -110,6 +110,9 @@ def test_the_list_and_the_clear_are_this_agents_own_unless_asked_for_all(
         assert _paths(beta) == ["/theirs"]
         refused = alpha.delete("/api/requests/http", params={"scope": "some"})
         assert refused.status_code == 400 and refused.json()["msg"].startswith("scope must be"), refused.text
+        twice = alpha.delete("/api/requests/http?scope=agent&scope=all")  # the last would win: all
+        assert twice.status_code == 400 and twice.json()["msg"].startswith("scope is given 2 times"), twice.text
+        assert alpha.get("/api/requests/http?scope=all&scope=agent").status_code == 400
         assert len(_ids(beta, scope="all")) == 2
 
         # Traffic after the clear is listed again; scope=all forgets every capture of the store.
