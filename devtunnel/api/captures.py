@@ -40,7 +40,7 @@ from devtunnel.api.plumbing import (
 from devtunnel.api.service import Service, service_of
 from devtunnel.export.agent_json import REQUESTS_URI, capture_json
 from devtunnel.capture.edit import Edit
-from devtunnel.capture.store import CLEAR_RUN, Store
+from devtunnel.capture.store import Store
 from devtunnel.values.exchange_ids import time_prefix
 from devtunnel.replay import not_recorded, replay
 from devtunnel.values.terminal import clipped, quoted
@@ -231,28 +231,8 @@ async def clear_requests(request: Request) -> Response:
     some, and ignored it forgot more, so any is a 400 and nothing is deleted (``params``)."""
     scope = _scope(request)
     store = _store(request)
-    await run_in_threadpool(store.clear if scope is None else lambda: _delete_matching(store, scope))
+    await run_in_threadpool(store.clear if scope is None else lambda: store.clear_matching(scope))
     return no_content()
-
-
-def _delete_matching(store: Store, flt: Filter) -> None:
-    """Delete the exchanges ``flt`` matches, oldest first, ``CLEAR_RUN`` in each write transaction
-    (recording goes on between them); those stored after it began with a later id than the newest
-    match then stay, as ``Store.clear`` leaves them."""
-    newest = store.rows(flt, limit=1, newest_first=True)
-    if not newest:
-        return
-    last = newest[0].id
-    cursor: str | None = None
-    while cursor is None or cursor < last:  # ids only grow, up to ``last``: a bounded loop
-        page = store.rows_after(flt, cursor, limit=CLEAR_RUN)
-        ids = [row.id for row in page if row.id <= last]
-        if not ids:
-            return
-        store.delete(ids)
-        cursor = ids[-1]
-        if len(ids) < len(page) or len(page) < CLEAR_RUN:
-            return
 
 
 def replay_edit(data: dict[str, Any]) -> Edit | None:
@@ -417,14 +397,9 @@ async def replay_with_edits(request: Request) -> Response:
         raise ApiError(400, f"to must be an http:// or https:// URL, not {quoted(to)}")
     original = await _get(request, request.path_params["id"])
     result = await _replay_and_store(request, original, to, edit)
-    notice = _api_spelling(result.signature_notice.removeprefix("signature ")) or None
+    # The notice names the API's field to sign anyway, where the CLI's names its flag.
+    notice = notice_for(result.signature_notice.removeprefix("signature "), "api") or None
     return await ok_off_loop(lambda: {**capture_json(result), "signature": notice}, status_code=201)
-
-
-def _api_spelling(notice: str) -> str:
-    """A replay's signature notice as this API says it: its field ``sign_unverified``, where the
-    notice names the command line's flag."""
-    return notice_for(notice, "api")
 
 
 @params("format", "redact", "to", "local")

@@ -721,6 +721,25 @@ class Store:
             if last >= newest:
                 break
 
+    def clear_matching(self, flt: _filters.Filter) -> None:
+        """Delete the exchanges ``flt`` matches, as ``clear`` deletes all: the oldest first,
+        ``CLEAR_RUN`` in each write transaction (recording goes on between them); those stored
+        meanwhile with a later id than the newest match at the start stay."""
+        newest = self.rows(flt, limit=1, newest_first=True)
+        if not newest:
+            return
+        last = newest[0].id
+        cursor: str | None = None
+        while cursor is None or cursor < last:  # ids only grow, up to ``last``: a bounded loop
+            page = self.rows_after(flt, cursor, limit=CLEAR_RUN)
+            ids = [row.id for row in page if row.id <= last]
+            if not ids:
+                return
+            self.delete(ids)
+            cursor = ids[-1]
+            if len(ids) < len(page) or len(page) < CLEAR_RUN:
+                return
+
     # --- reading --------------------------------------------------------------------------
 
     def get(self, exchange_id: str) -> Exchange:

@@ -126,3 +126,16 @@ def test_start_keys_and_exchanges_by_id_read_in_chunks_in_the_order_asked(tmp_pa
     wanted = [exs[5].id, exs[0].id, "gone", exs[3].id, exs[6].id]  # "gone": deleted since, skipped
     assert [ex.id for ex in store.exchanges_by_id(wanted, chunk=2)] == [exs[5].id, exs[0].id, exs[3].id, exs[6].id]
     assert store.exchanges_by_id(iter([exs[1].id])).__next__() == store.get(exs[1].id)
+
+
+@pytest.mark.parametrize("expression", ["status:404", "tunnel:B", "not status:200", "status:999"])
+def test_clear_matching_deletes_what_the_filter_matches_run_by_run_and_nothing_else(
+        store: Store, expression: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import devtunnel.capture.store as store_module
+    from devtunnel.capture.filters import parse
+
+    monkeypatch.setattr(store_module, "CLEAR_RUN", 7)  # many runs over 120 exchanges
+    kept = [r.id for r in store.rows() if r.id not in {m.id for m in store.rows(expression)}]
+    store.clear_matching(parse(expression))
+    assert store.rows(expression) == []
+    assert [r.id for r in store.rows()] == kept
