@@ -18,7 +18,8 @@ same uploads in frames of 1 MiB.) Control frames (PING, PONG, CLOSE: 125 bytes a
 go to ``websockets`` whole, as does any frame the agent does not read itself (a masked one, one
 with a reserved bit, an unknown opcode, a continuation out of place, one announcing more than
 ``MAX_FRAME`` bytes): ``websockets`` refuses it and closes the connection with its code (1009
-for a frame too large, refused by its header).
+for a frame too large, refused by its header). Either way the close code and the bytes handed on
+are those ``websockets`` alone gives, however the relay's bytes are split into reads.
 
 While the socket is full (the transport asked to pause writing), the agent stops reading the
 relay: what a relay sends can make the agent answer (PONGs, refused streams, 400s), and a relay
@@ -38,8 +39,8 @@ from collections.abc import Callable
 
 import websockets.frames
 from websockets.asyncio.client import ClientConnection
-from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import Event, State
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, Protocol, State
 
 __all__ = ["MAX_FRAME", "STALL_TIMEOUT", "TunnelSocket"]
 
@@ -97,8 +98,9 @@ class TunnelSocket(ClientConnection):
     """A client connection that delivers the bytes of messages to ``on_message`` as they arrive.
 
     Until ``on_message`` is set, messages queue for ``recv()`` as usual; from the first read
-    after it, ``_FrameReader`` reads the frames (unless part of one came before: ``websockets``
-    goes on reading them then, and hands each frame on whole).
+    after it that starts a frame, ``_FrameReader`` reads the frames. Until then (a frame began in
+    an earlier read, and ``websockets``' parser holds part of it or has read its header),
+    ``websockets`` reads them, and hands each on whole: at most ``MAX_FRAME`` bytes at a time.
     """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -117,11 +119,13 @@ class TunnelSocket(ClientConnection):
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         if reader is None:
-            if self._plain or self.on_message is None or self.response is None or self.protocol.state is not State.OPEN:
-                super().data_received(data)
-                return
-            if self.protocol.reader.buffer:  # part of a frame came before ``on_message`` was set
-                self._plain = True
+            if (
+                self._plain
+                or self.on_message is None
+                or self.response is None
+                or self.protocol.state is not State.OPEN
+                or not _between_frames(self.protocol)  # websockets reads the frame it began
+            ):
                 super().data_received(data)
                 return
             reader = self._reader = _FrameReader(self)
@@ -188,6 +192,7 @@ class TunnelSocket(ClientConnection):
 
 
 _DATA_OPCODES = (Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value)
+_OPCODES = (*_DATA_OPCODES, Opcode.CLOSE.value, Opcode.PING.value, Opcode.PONG.value)
 _CLOSE = Opcode.CLOSE.value
 
 
@@ -197,7 +202,11 @@ class _FrameReader:
 
     Between reads it keeps at most one incomplete frame header (14 bytes) or one control frame
     (127 bytes with its header, handed to ``websockets`` once whole). A frame it does not read
-    itself goes to ``websockets`` with all that follows it, and the socket stops using the reader.
+    itself goes to ``websockets`` with all that follows it, and the socket stops using the reader;
+    ``websockets``' parser is told first whether a message is open, so that it judges the frame
+    (and gives the close code) as it would have had it read every frame before.
+
+    It starts where ``websockets``' parser stands between two frames, in or out of a message.
     """
 
     __slots__ = ("sock", "head", "left", "inside", "text")
@@ -209,9 +218,9 @@ class _FrameReader:
         whole control frame while its payload comes."""
         self.left = 0
         """Payload bytes of the current data frame still to come (0: the next bytes start a frame)."""
-        self.inside = False
+        self.inside = sock.protocol.current_size is not None  # websockets read the message's first frame
         """A message is open: its last frame has not come (only continuation frames may follow)."""
-        self.text = False
+        self.text = sock._text
 
     def feed(self, data: bytes) -> None:
         """Read ``data`` (a read of the socket); hand on the payload bytes it carries.
@@ -245,6 +254,10 @@ class _FrameReader:
                 break
             first = data[pos]
             second = data[pos + 1]
+            opcode = first & 0x0F
+            if second & 0x80 or opcode not in _OPCODES:  # websockets refuses it by these two bytes
+                self._give_up(data[pos:])
+                break
             length = second & 0x7F
             start = pos + 2
             if length == 126:
@@ -256,18 +269,14 @@ class _FrameReader:
                 break
             if length >= 126:
                 length = int.from_bytes(data[pos + 2 : start], "big")
-            opcode = first & 0x0F
-            if first & 0x70 or second & 0x80 or length > MAX_FRAME or opcode not in _DATA_OPCODES:
-                if opcode >= 8 and not first & 0x70 and not second & 0x80 and first & 0x80 and length <= 125:
+            if first & 0x70 or length > MAX_FRAME or opcode not in _DATA_OPCODES:
+                if opcode >= 8 and not first & 0x70 and first & 0x80 and length <= 125:
                     end = start + length  # a control frame: to websockets once it is whole
                     if end > size:
                         self.head = data[pos:]
                         break
-                    if opcode == _CLOSE:  # websockets reads (and discards) all that follows
-                        if self.inside:  # as websockets refuses it
-                            self._fail("incomplete fragmented message")
-                        else:
-                            self._give_up(data[pos:])
+                    if opcode == _CLOSE:  # websockets reads (and discards) all that follows,
+                        self._give_up(data[pos:])  # or refuses it inside a message
                         break
                     ClientConnection.data_received(sock, data[pos:end])
                     if sock.protocol.state is not State.OPEN:
@@ -277,11 +286,8 @@ class _FrameReader:
                     continue
                 self._give_up(data[pos:])  # websockets refuses it, with the code the frame deserves
                 break
-            if (opcode == 0) != self.inside:
-                if self.inside:  # a new message while one is open
-                    self._fail("expected a continuation frame")
-                    break
-                self._give_up(data[pos:])  # a continuation out of place: websockets refuses it
+            if (opcode == 0) != self.inside:  # a continuation out of place, or a new message inside one:
+                self._give_up(data[pos:])  # websockets refuses it
                 break
             if opcode:
                 self.text = opcode == 1
@@ -296,26 +302,38 @@ class _FrameReader:
                 handler(piece, text)
 
     def _give_up(self, rest: bytes) -> None:
+        """Hand ``rest`` and all that follows to ``websockets``, which knows then what the reader knew."""
         sock = self.sock
         sock._reader = None
         sock._plain = True
+        sock._text = self.text
+        protocol = sock.protocol
+        if not self.inside:
+            protocol.current_size = None
+        elif protocol.current_size is None:  # (its size counts only against max_message_size: None)
+            protocol.current_size = 0
         sock.data_received(rest)
-
-    def _fail(self, reason: str) -> None:
-        sock = self.sock
-        sock._reader = None
-        sock._plain = True
-        sock.protocol.fail(CloseCode.PROTOCOL_ERROR, reason)
-        try:
-            sock.send_data()
-        except Exception as exc:  # as websockets' data_received does
-            sock.set_connection_exc(exc)
 
 
 def _discards(sock: TunnelSocket) -> bool:
     """Whether ``websockets`` discards what the relay sends from now on: the connection failed on
     this side (``Protocol.fail``, RFC 6455 7.1.7), where a closing handshake still reads frames."""
     return getattr(sock.protocol.parser, "__name__", "") == "discard"
+
+
+def _between_frames(protocol: Protocol) -> bool:
+    """Whether ``websockets``' parser waits for the first byte of a frame and holds none: the
+    frame parser (``Protocol.parse``) waits in ``StreamReader.at_eof``, not inside ``Frame.parse``
+    (which may have read a header, or part of it, and wait for the rest of the frame)."""
+    outer: object = None
+    inner: object = protocol.parser
+    while (step := getattr(inner, "gi_yieldfrom", None)) is not None:
+        outer, inner = inner, step
+    return (
+        getattr(inner, "__name__", "") == "at_eof"
+        and getattr(outer, "__name__", "") == "parse"
+        and not protocol.reader.buffer
+    )
 
 
 def _check_stall(sock: TunnelSocket, mark: int) -> None:
