@@ -1,10 +1,13 @@
 """Captured exchanges as a self-contained pytest module: one test per exchange.
 
 Each test sends its request again to a base URL (``DEVTUNNEL_BASE_URL``, else the service the
-exchange was forwarded to) and asserts the status the service answered with when it was
-captured. Webhooks from a provider devtunnel knows (a custom one of devtunnel.toml too, its scheme
-written into the module) are signed afresh at run time from the same secret variables the
-receiver reads (``STRIPE_WEBHOOK_SECRET``, ..., or the ``secret_env`` its tunnel's
+exchange was forwarded to) and asserts what a webhook sender or client expects of the answer,
+which the captured status may not be (``pytest_checks.expectation``: 2xx for a delivery, a
+refusal for one judged invalid when it came, no 5xx where one was captured, else the status
+captured; a Slack url_verification's challenge echoed), or with ``asserts="captured"`` the
+captured status. Its failed assertion says what it expected and why. Webhooks from a provider
+devtunnel knows (a custom one of devtunnel.toml too, its scheme written into the module) are
+signed afresh at run time from the same secret variables the receiver reads (``STRIPE_WEBHOOK_SECRET``, ..., or the ``secret_env`` its tunnel's
 ``[webhooks.PROVIDER]`` names), as a replay is and by the same rule
 (``webhooks.resign.signs_unverified``): with the one of a variable's secrets that verifies the
 captured signature; a delivery none verifies, and that was not judged valid when it came, is
@@ -14,7 +17,8 @@ module's ``SIGN_UNVERIFIED``) says to sign it anyway, as ``--sign-unverified`` d
 A suite written today still passes next month; without the variable, a delivery whose scheme has
 a timestamp is skipped (its old signature would be refused) and the others are sent as captured.
 A delivery that came unsigned is sent unsigned. A delivery whose signature was found invalid when
-it came and which its receiver refused (a 4xx) is sent as captured: its test checks the refusal.
+it came is sent as captured: its test checks the refusal (with ``asserts="captured"``, only one
+its receiver refused then).
 
 The module imports only pytest, httpx and the standard library (``pip install pytest httpx``:
 its docstring says so). A failed test shows the service's answer as ``ascii`` of its text, so
@@ -41,6 +45,7 @@ from typing import Any
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.verdict import Signature
 from devtunnel.export.base import Export, each_prepared, joined
+from devtunnel.export.pytest_checks import Asserts, check_asserts, expectation, slack_challenge
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_value, is_token
 from devtunnel.values.terminal import escape, quoted
 from devtunnel.webhooks import BUILTIN, Provider, delivery_of, detect
@@ -52,7 +57,7 @@ __all__ = ["export_pytest", "pytest_pieces"]
 _DROP = frozenset(name.decode() for name in HOP_BY_HOP | FRAMING) | {"host", "expect"}
 
 _HEADER = '''\
-"""{count} captured request(s) sent again to a running service, checking the status it answered then.
+"""{count} captured request(s) sent again to a running service, checking its answers.
 
 Made by `devtunnel export --format pytest`. It needs pytest and httpx (pip install pytest httpx).
 {run}
@@ -64,12 +69,15 @@ signed afresh from the secret variables their receivers read ({envs}), each only
 variable's secret verifies its captured signature or it was judged valid when it came; else it
 is sent with its captured signature (it may be forged). DEVTUNNEL_SIGN_UNVERIFIED=1 signs those
 afresh too.
+
+{checks}
 """
 
 import base64
 import hashlib
 import hmac
 import http.client
+import json
 import os
 import re
 import socket
@@ -217,13 +225,29 @@ def _visible(text):
     return ascii(text)[1:-1]
 
 
-def _answered(response):
-    """What a failed test says of the service's answer: the first 500 characters of its text as
-    ``ascii`` (an escape sequence in the reply reaches no terminal), after why a delivery's
-    signature was not made afresh, when it was not."""
-    said = "the service answered " + ascii(response.text[:500])
+def _answered(response, expected=""):
+    """What a failed test says: what it ``expected`` and why, then why a delivery's signature was
+    not made afresh (when it was not), then the first 500 characters of the service's answer,
+    each as ``ascii`` (an escape sequence in the reply reaches no terminal)."""
+    said = [_visible(expected)] if expected else []
     notice = getattr(response, "signature_notice", "")
-    return notice + "; " + said if notice else said
+    said += [notice] if notice else []
+    return "; ".join([*said, "the service answered " + ascii(response.text[:500])])
+
+
+def _echoes_challenge(response, challenge):
+    """Whether ``response`` echoes the ``challenge`` of Slack's url_verification as Slack takes
+    it: the text alone, JSON {{"challenge": ...}}, or a form challenge=..."""
+    text = response.text.strip()
+    if text == challenge:
+        return True
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return data.get("challenge") == challenge
+    return dict(parse_qsl(text, keep_blank_values=True)).get("challenge") == challenge
 
 
 def _send_http10(method, base, target, headers, body):
@@ -335,6 +359,9 @@ def _literal(raw: bytes) -> str:
 
 
 # What h11 (httpx's HTTP/1.1) sends in a header value: visible ASCII, obs-text, inner spaces and tabs.
+_ECHO = ("expected the challenge echoed: Slack sets an Events API URL only when its url_verification is answered"
+         " with the challenge (as text, JSON {\"challenge\": ...} or a form challenge=...)")
+
 _UNSENDABLE_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -383,14 +410,6 @@ def _signs_url(provider: Provider) -> bool:
     return provider.name == "twilio"
 
 
-def _refused_for_its_signature(exchange: Exchange) -> bool:
-    """A delivery whose signature devtunnel found invalid and its receiver refused (a 4xx): a
-    wrong secret, a stale timestamp. Its test checks the refusal, so it is not signed afresh."""
-    verdict, response = exchange.webhook, exchange.response
-    return (verdict is not None and verdict.signature is Signature.INVALID and response is not None
-            and 400 <= response.status < 500)
-
-
 def _signing_comment(exchange: Exchange, vouched: bool) -> list[str]:
     """The comment that says how a signed delivery's test signs it (no captured value in it)."""
     if vouched:
@@ -403,7 +422,8 @@ def _signing_comment(exchange: Exchange, vouched: bool) -> list[str]:
             "    # sent with its captured signature (DEVTUNNEL_SIGN_UNVERIFIED=1 signs it afresh all the same)"]
 
 
-def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> tuple[str, str | None]:
+def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None,
+          asserts: Asserts = "expected") -> tuple[str, str | None]:
     """The test's code, and the variable its delivery is signed from (None: no delivery)."""
     request = exchange.request
     providers, secret_envs = _keys_for(webhooks, exchange)
@@ -434,9 +454,10 @@ def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> t
     base = exchange.target_url or "http://127.0.0.1"
     args = [ascii(request.method), ascii(base), _literal(request.target),
             "[" + ", ".join(f"({_literal(n)}, {_literal(v)})" for n, v in pairs) + "]", repr(request.body)]
-    if provider is not None and _refused_for_its_signature(exchange):
-        # Signed afresh, it would pass where the receiver refused it: the test would fail at once.
-        lines.append("    # its signature was refused when it came: sent as captured, the refusal is checked")
+    expected = expectation(exchange, provider, asserts=asserts)
+    if provider is not None and expected.refusal:
+        # Signed afresh, it would be accepted where the receiver must refuse it.
+        lines.append("    # its signature was judged invalid when it came: sent as captured, the refusal is checked")
         secret_env = None
     elif provider is not None and not provider.signed(delivery_of(request, exchange.scheme)):
         lines.append("    # it came unsigned: sent unsigned, as captured")  # as a replay sends it
@@ -457,27 +478,36 @@ def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None) -> t
     lines.append("    response = send(")
     lines.extend(f"        {arg}," for arg in args)
     lines.append("    )")
-    lines.append(f"    assert response.status_code == {exchange.response.status}, _answered(response)")
+    if expected.comment:
+        lines.append(f"    {expected.comment}")
+    lines.append(f"    assert {expected.condition()}, _answered(response, {ascii(expected.message)})")
+    challenge = slack_challenge(exchange, provider) if asserts == "expected" and not expected.refusal else None
+    if challenge is not None:
+        lines.append("    # Slack's url_verification: Slack sets the URL only when the answer echoes its challenge")
+        lines.append(f"    assert _echoes_challenge(response, {ascii(challenge)}), _answered(")
+        lines.append(f"        response, {ascii(_ECHO)})")
     return "\n".join(lines) + "\n", secret_env
 
 
 def pytest_pieces(
-    exchanges: Iterable[Exchange], *, redact: bool = False, webhooks: Any = None, path: str | None = None
+    exchanges: Iterable[Exchange], *, redact: bool = False, webhooks: Any = None, path: str | None = None,
+    asserts: str = "expected",
 ) -> Iterator[Export]:
     """The module of :func:`export_pytest` a test at a time. Its head names the tests' count and
     the secret variables they sign from, so the exchanges are read twice: once for those, then
     for the tests, one at a time (``exchanges`` is iterated twice; an iterator is read into a list).
 
     Raises:
-        ExportError: no exchanges.
+        ExportError: no exchanges, or ``asserts`` is neither ``expected`` nor ``captured``.
     """
+    checked = check_asserts(asserts)
     if iter(exchanges) is exchanges:  # one pass only: read it whole
         exchanges = list(exchanges)
     count = 0
     found: set[str] = set()
     for ex in each_prepared(exchanges, redact=redact):
         count += 1
-        env = _test(count, ex, 2, webhooks)[1]
+        env = _test(count, ex, 2, webhooks, checked)[1]
         if env is not None:
             found.add(env)
     width = max(2, len(str(count)))
@@ -486,9 +516,25 @@ def pytest_pieces(
         run, path = "Save it as a test file and run it with the service up:", "test_captured.py"
     else:
         run = "Run it with the service up:"
-    yield Export(_HEADER.format(count=count, envs=", ".join(envs), run=run, path=_docstring_text(shlex.quote(path))))
+    yield Export(_HEADER.format(count=count, envs=", ".join(envs), run=run, path=_docstring_text(shlex.quote(path)),
+                                checks=_CHECKS[checked]))
     for i, ex in enumerate(each_prepared(exchanges, redact=redact), 1):
-        yield Export("\n\n" + _test(i, ex, width, webhooks)[0])
+        yield Export("\n\n" + _test(i, ex, width, webhooks, checked)[0])
+
+
+_CHECKS: dict[str, str] = {
+    "expected": """\
+A test asserts what the other side expects, whatever the service answered when it was captured
+(a capture of a fault would pass only while the fault is there): a webhook delivery is answered
+2xx (its sender retries or records a failure otherwise), and refused (4xx) when its signature
+was judged invalid when it came, then sent with its captured signature; a Slack url_verification
+echoes its challenge; a request that was answered with a server error gets no 5xx; any other
+request, the status captured.""",
+    "captured": """\
+A test asserts the status captured, as it was (exported with asserts='captured'): a capture of
+a fault passes only while the fault is there.""",
+}
+"""What the module's docstring says its tests assert, by the exporter's ``asserts``."""
 
 
 def _docstring_text(text: str) -> str:
@@ -499,7 +545,8 @@ def _docstring_text(text: str) -> str:
 
 
 def export_pytest(
-    exchanges: Sequence[Exchange], *, redact: bool = False, webhooks: Any = None, path: str | None = None
+    exchanges: Sequence[Exchange], *, redact: bool = False, webhooks: Any = None, path: str | None = None,
+    asserts: str = "expected",
 ) -> Export:
     """A pytest module with one test per exchange (see the module's docstring).
 
@@ -514,8 +561,13 @@ def export_pytest(
             into the module. None: the built-in providers and their conventional variables.
             Only variable names enter the module, never a secret.
         path: the file the module is written to, named in its docstring's command to run it.
+        asserts: ``expected`` (the default): each test asserts what a webhook sender or client
+            expects of the answer (``pytest_checks.expectation``: 2xx for a delivery, a refusal
+            for one judged invalid when it came, no 5xx where one was captured; a Slack
+            url_verification's echoed challenge), whatever was captured; ``captured``: the
+            status captured, as it was.
 
     Raises:
-        ExportError: no exchanges.
+        ExportError: no exchanges, or ``asserts`` is neither ``expected`` nor ``captured``.
     """
-    return joined(pytest_pieces(exchanges, redact=redact, webhooks=webhooks, path=path))
+    return joined(pytest_pieces(exchanges, redact=redact, webhooks=webhooks, path=path, asserts=asserts))
