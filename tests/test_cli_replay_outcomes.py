@@ -1,8 +1,9 @@
 """``devtunnel replay``, ``show`` and ``send`` as subprocesses against receivers on loopback that verify
 webhook signatures: the exit status says whether every replay was answered, bulk messages name the
 exchanges they concern, an edit that does not fit one capture leaves that one out, a delivery
-recorded without a secret is judged again once the secret is known, and GitHub's SHA-1 header
-is made and re-made beside the SHA-256 one."""
+recorded without a secret is judged again once the secret is known, GitHub's SHA-1 header
+is made and re-made beside the SHA-256 one, and a replay the hold of an app ran out on (by the
+running agent's word, from a stand-in for its API) says the app's state as the agent does."""
 
 from __future__ import annotations
 
@@ -13,12 +14,23 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+from hypothesis import given, strategies as st
+
+from devtunnel.agent.app_runner import app_json
+from devtunnel.agent.children import ChildState
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Store
+from devtunnel.commands.captures import _unescaped
+from devtunnel.export.agent_json import tunnel_json
+from devtunnel.values.app_state import restarting_message
+from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, Delivery, by_name
 from devtunnel.webhooks.context import WebhookContext
 from devtunnel.webhooks.samples import sample
+from tests.helpers import free_port
 from tests.kit.exchanges import make_exchange, make_response
 from tests.kit.procs import DEVTUNNEL
 from tests.kit.servers import Received, Reply, http_server
@@ -234,3 +246,69 @@ def test_a_replayed_github_delivery_with_both_headers_gets_both_fresh(tmp_path: 
     assert b"refs/heads/edited" in body
     assert fields["x-hub-signature"] == "sha1=" + hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha1).hexdigest()
     assert fields["x-hub-signature-256"] == "sha256=" + hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+# Waiting out an app's hold (the agent's state, from its API) ----------------------------------------
+
+
+def _agent_listing(state: ChildState, target_url: str, hold: float) -> dict[str, Any]:
+    """``/api/tunnels`` of a running agent with one tunnel, ``web`` (to ``target_url``), whose app
+    devtunnel runs with ``hold`` is in ``state``: the JSON the agent writes (its ``tunnel_json``
+    and ``app_json``, which escape the app's message)."""
+    facts = SimpleNamespace(name="web", public_url="http://web.localhost:1", target_url=target_url, state="online",
+                            error=None, next_retry_at=None, requests=1, config=None, via=None, pool_members=None,
+                            waiting=0, hints=(), app=app_json(state, command="app", health=None, hold=hold, log_lines=0))
+    return {"tunnels": [tunnel_json(facts)], "uri": "/api/tunnels"}
+
+
+def _replay_held_off(tmp_path: Path, state: ChildState) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``devtunnel replay`` of a capture of tunnel ``web`` while a stand-in for the running agent's
+    API on loopback (its port in devtunnel.toml, where the command looks) says the app is in
+    ``state``, with a hold of 0.3 s: what the command printed, and ``show`` of the replay."""
+    target = f"http://127.0.0.1:{free_port()}"
+    original = make_exchange("POST", "/hooks/order", [("Host", "web.localhost"), ("Content-Length", "2")], b"{}",
+                             make_response(200, [("Content-Length", "0")], b""), tunnel="web", target_url=target)
+    put(tmp_path, original)
+    listing = _agent_listing(state, target, 0.3)
+    with http_server(lambda request: Reply.json(listing) if request.path == "/api/tunnels" else Reply(404)) as agent:
+        (tmp_path / "devtunnel.toml").write_text(f"[agent]\napi_port = {agent.url.rsplit(':', 1)[1]}\n")
+        done = run(tmp_path, "replay", original.id)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "tunnel web: its app is not ready; the replay waits for it, up to 0.3 s (--hold)" in done.stderr
+    replay_id = done.stdout.split(" -> ", 1)[1].split()[0]
+    return done, run(tmp_path, "show", replay_id).stdout
+
+
+def test_a_cli_replay_the_hold_runs_out_on_says_an_app_in_its_first_start_is_not_up_yet(tmp_path: Path) -> None:
+    # It said "local app restarting" of an app that had never been ready, where the agent's own
+    # held requests say "not up yet".
+    done, shown = _replay_held_off(tmp_path, ChildState(state="starting", message="health /healthz answered 503"))
+    reason = "local app not up yet: the app has not come up in 0.3 s (starting: health /healthz answered 503)"
+    assert "ERR app_restarting" in done.stdout and f"failed: {reason}\n" in done.stdout, done.stdout
+    assert reason in shown, shown
+
+
+def test_a_cli_replay_the_hold_runs_out_on_says_the_apps_words_escaped_once_and_no_more_than_it_knows(
+        tmp_path: Path) -> None:
+    # The app's message, escaped by the agent API, was escaped again: a backslash shown as four.
+    # And an app that restarted may never have been ready: the API does not say, so "restarting"
+    # is not said of it.
+    said = "exited with code 1: C:\\srv\\app.py \x1b]0;owned\x07\u202e done\r"
+    state = ChildState(state="restarting", restarts=2, exit_code=1, message=restarting_message(said, 0.9))
+    done, shown = _replay_held_off(tmp_path, state)
+    reason = f"local app down: the app is still down after 0.3 s (restarting (2): {said})"
+    assert f"failed: {escape(reason)}\n" in done.stdout, done.stdout
+    assert "C:\\\\srv\\\\app.py \\x1b]0;owned\\x07\\u202e done\\r)" in done.stdout  # each backslash of the app's: two
+    assert escape(reason) in shown, shown
+    for text in (done.stdout, done.stderr, shown):
+        assert not any(ch in text for ch in "\x1b\x07\u202e\r"), text
+
+
+@given(st.text(st.characters(blacklist_categories=["Cs"])))
+def test_the_agent_apis_escaped_text_reads_back_as_it_was_written(text: str) -> None:
+    # (``escape`` with its defaults: what the agent API does to an app's message)
+    assert _unescaped(escape(text)) == text
+
+
+def test_escaped_text_from_the_agent_api_that_no_store_takes_reads_as_replacement_characters() -> None:
+    assert _unescaped("a\\ud800b \\U00110000 \\q") == "a\ufffdb \\U00110000 \\q"

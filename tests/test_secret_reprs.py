@@ -18,6 +18,7 @@ SECRET = "Sekret-0123456789abcdef"
 @pytest.mark.parametrize("holder", [
     TunnelConfig("8080", token=SECRET),
     TunnelConfig("8080", rules=shorthand_rules([f"alice:{SECRET}"], [], None)),
+    TunnelConfig("8080", rules=shorthand_rules(header_edits=([f"Authorization: Bearer {SECRET}"], [], [], []))),
     RelaySection(token=SECRET),
     RelaySettings(tokens=[SECRET]),
     Hello(1, SECRET, "payments", rules={"version": 1, "list": [{"action": "basic-auth", "users": [f"alice:{SECRET}"]}]}),

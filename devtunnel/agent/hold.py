@@ -37,8 +37,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-__all__ = ["APP_NOT_UP", "APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW", "RETRY_INTERVAL", "HeldFor",
-           "HoldExpired", "HoldGate", "still_down"]
+__all__ = ["APP_DOWN", "APP_NOT_UP", "APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW", "RETRY_INTERVAL",
+           "HeldFor", "HoldExpired", "HoldGate", "still_down"]
 
 MAX_WAITING = 1000
 """Requests one tunnel holds at most; more are answered 503 at once."""
@@ -60,6 +60,8 @@ APP_RESTARTING = "local app restarting"
 APP_NOT_UP = "local app not up yet"
 """The start of that reason while the app devtunnel runs has never been ready (a crash at start, a
 wrong port): it is not restarting. The error kind stays ``app_restarting`` (a filter, a header)."""
+APP_DOWN = "local app down"
+"""The start of that reason where it is not known whether the app was ever ready (``still_down``)."""
 NOT_LISTENING = (ConnectionRefusedError, ConnectionResetError)
 """What connecting to a target that is not listening raises: refused, or reset. The kernel
 completes a connection to a listening socket at once, and queues it for the app to accept; an app
@@ -98,12 +100,16 @@ class HeldFor:
             self._since = None
 
 
-def still_down(hold: float, state: str = "", *, came_up: bool = True) -> str:
+def still_down(hold: float, state: str = "", *, came_up: bool | None = True) -> str:
     """What a request held ``hold`` seconds for an app still down is told, with the app's ``state``:
     ``local app restarting: the app is still down after 30 s (starting)``; for an app that has
     never been ready (``came_up`` False) ``local app not up yet: the app has not come up in 30 s
-    (starting; its last run exited with code 3)``."""
+    (starting; its last run exited with code 3)``; when that is not known (``came_up`` None: a
+    replay from the command line, told the app's state by the agent API) ``local app down: the
+    app is still down after 30 s (restarting (2): exited with code 1)``, true either way."""
     said = f" ({state})" if state else ""
+    if came_up is None:
+        return f"{APP_DOWN}: the app is still down after {hold:g} s{said}"
     if not came_up:
         return f"{APP_NOT_UP}: the app has not come up in {hold:g} s{said}"
     return f"{APP_RESTARTING}: the app is still down after {hold:g} s{said}"

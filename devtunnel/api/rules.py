@@ -6,7 +6,8 @@
     DELETE /api/tunnels/{name}/rules/{index}    remove it (204); the others are renumbered
 
 The inspector's drill ("answer the next N like this with STATUS") posts a ``respond`` rule
-with a ``count``. Passwords of basic-auth users are never shown.
+with a ``count``. Secrets are never shown: the passwords of basic-auth users, and the values
+of the headers a headers rule adds (``rules.model.hide_secrets``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ __all__ = ["routes", "rule_json"]
 
 
 def rule_json(rule: Rule) -> dict[str, Any]:
-    """One rule for the API: its number, what it does, a line for people; no password."""
+    """One rule for the API: its number, what it does, a line for people; its secrets hidden."""
     (table,) = rules_to_tables([rule])
     return {"index": rule.index, **table, "description": rule.describe()}
 

@@ -14,6 +14,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import stat
 import sys
 import time
@@ -68,7 +69,8 @@ from devtunnel.commands.agent_api import TIMEOUT as AGENT_TIMEOUT, candidates, g
 from devtunnel.replay import not_recorded, once_per_delivery, replay_many
 from devtunnel.values.exchange_ids import id_time, time_prefix
 from devtunnel.values.sizes import format_size
-from devtunnel.values.terminal import escape, quoted
+from devtunnel.values.app_state import app_state_words
+from devtunnel.values.terminal import escape, json_safe, quoted
 from devtunnel.values.urls import is_localhost_name
 from devtunnel.webhooks import expired_signature
 from devtunnel.webhooks.resign import unknown_provider
@@ -1064,20 +1066,50 @@ def _wait_for_apps(args: argparse.Namespace, originals: list[Exchange]) -> dict[
         reason = ""
         while _held_apps(place, {(name, target)}):
             if time.monotonic() >= start + hold:
-                reason = still_down(hold, _app_words(place, name))
+                reason = _still_down(place, name, hold)
                 break
             time.sleep(RETRY_INTERVAL)
         waited[(name, target)] = (time.monotonic() - start, reason)
     return waited
 
 
-def _app_words(place: tuple[str, int], name: str) -> str:
-    """The state of tunnel ``name``'s app as the agent at ``place`` says it (``crashed: exited with code 1``)."""
+def _still_down(place: tuple[str, int], name: str, hold: float) -> str:
+    """The reason a replay the hold ran out on is given (``hold.still_down``), with the state of
+    tunnel ``name``'s app as the agent at ``place`` says it, in the words the agent's own held
+    requests get (``restarting (2): exited with code 1: ...``).
+
+    The agent API does not say whether the app was ever ready: only an app in its first start
+    (``starting``, never restarted) surely was not ("not up yet"). One that restarted may have
+    crashed each time it started, so it is not said to be restarting either: it is "down"."""
     apps = [t.get("app") for t in _tunnels(place) if t.get("name") == name]
     app = apps[0] if len(apps) == 1 else None
-    if not isinstance(app, dict) or "state" not in app:
-        return "down"
-    return str(app["state"]) + (f": {app['message']}" if app.get("message") else "")
+    if not isinstance(app, dict) or not isinstance(app.get("state"), str):
+        return still_down(hold, came_up=None)
+    restarts, exit_code, message = app.get("restarts"), app.get("exit_code"), app.get("message")
+    restarts = restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else None
+    state = app_state_words(app["state"], restarts=restarts or 0,
+                            exit_code=exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None,
+                            message=_unescaped(message) if isinstance(message, str) else "")
+    return still_down(hold, state, came_up=False if app["state"] == "starting" and restarts == 0 else None)
+
+
+_ESCAPED = re.compile(r"\\(?:([\\tnr])|x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))")
+_NAMED_ESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def _unescaped(text: str) -> str:
+    """Text the agent API escaped (``values.terminal.escape``: an app's ``message``) as the app
+    wrote it. A replay's record keeps it so, as the agent's records of its held requests do, and
+    each output escapes it once: kept escaped, it was escaped twice when shown (a backslash of
+    the app's as four). A lone surrogate, which neither the store nor JSON takes, reads as U+FFFD."""
+    def one(found: re.Match[str]) -> str:
+        named, *codes = found.groups()
+        if named is not None:
+            return _NAMED_ESCAPES[named]
+        code = int(next(digits for digits in codes if digits is not None), 16)
+        return chr(code) if code <= sys.maxunicode else found.group(0)
+
+    return json_safe(_ESCAPED.sub(one, text)) if "\\" in text else text
 
 
 async def _send_replays(originals: list[Exchange], args: argparse.Namespace, edit: Edit | None,

@@ -127,9 +127,9 @@ class Rule:
     delay: float = 0.0
     drop: bool = False
     # headers
-    request_set: tuple[Header, ...] = ()
+    request_set: tuple[Header, ...] = field(default=(), repr=False)  # its values may be secrets (``hide_secrets``)
     request_remove: tuple[str, ...] = ()
-    response_set: tuple[Header, ...] = ()
+    response_set: tuple[Header, ...] = field(default=(), repr=False)
     response_remove: tuple[str, ...] = ()
 
     def describe(self) -> str:
@@ -321,17 +321,38 @@ def _joined_list(values: Sequence[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
+HIDDEN = "********"
+"""What a listing shows in place of a secret a rule holds (``hide_secrets``)."""
+
+
 def rules_to_tables(rules: Sequence[Rule], *, mask: bool = True) -> list[dict[str, object]]:
-    """The rules as TOML tables: for people (``config show``, passwords masked), or with
-    ``mask=False`` for a private rules file that reads back as the same rules."""
+    """The rules as TOML tables: for people (``config show``, the agent API: secrets hidden,
+    ``hide_secrets``), or with ``mask=False`` for a private rules file that reads back as the
+    same rules."""
     out = []
     for table, rule in zip(rules_to_wire(rules), rules):
-        if rule.action == "basic-auth" and mask:
-            table["users"] = [f"{c.user}:********" for c in rule.users]
+        if mask:
+            hide_secrets(rule, table)
         if rule.action == "forward":
             table["target"] = rule.target
         out.append(table)
     return out
+
+
+def hide_secrets(rule: Rule, table: dict[str, object]) -> None:
+    """Replace in ``table`` (``rule`` as ``rules_to_wire`` writes it) each secret by ``HIDDEN``:
+    a basic-auth user's password (``alice:********``), and the value of every header a headers
+    rule adds (``{"Authorization": "********"}``), whose names stay. What a rule adds to requests
+    is most often the service's credential (``--request-header-add "Authorization: Bearer ..."``),
+    and no listing can tell a token from a harmless value, so none is shown (as ngrok's dashboard
+    hides them); what it adds to responses is hidden alike, for one rule people can rely on."""
+    if rule.action == "basic-auth":
+        table["users"] = [f"{c.user}:{HIDDEN}" for c in rule.users]
+    elif rule.action == "headers":
+        for side, edits in (("request", rule.request_set), ("response", rule.response_set)):
+            spec = table.get(side)
+            if edits and isinstance(spec, dict):
+                spec["set"] = {name: HIDDEN for name, _ in edits}
 
 
 def rules_to_wire(rules: Sequence[Rule]) -> list[dict[str, object]]:
@@ -576,6 +597,8 @@ def _basic_auth(table: Mapping[str, Any], base: Path | None, files: bool = True)
         user, sep, secret = entry.partition(":")
         if not sep or not user or not secret:
             raise _Problem("users", "each user is \"name:password\", \"name:sha256:HEX\" or \"name:$2b$...\" (bcrypt)")
+        if secret == HIDDEN:  # a listing's (``hide_secrets``), posted or written back
+            raise _Problem("users", f"user {quoted(user)}: {HIDDEN} is what a listing shows in place of the password: give the password")
         if any(c.user == user for c in credentials):
             # Two passwords for one name would both be accepted: almost always a stale line left behind.
             raise _Problem("users", f"user {quoted(user)} is given twice; keep one password per user")
@@ -664,5 +687,7 @@ def _header_table(value: object, key: str) -> tuple[Header, ...]:
             # The relay writes it as it is: a control byte but tab (uvicorn's rule too) made
             # every answer the rule touched an empty reply.
             raise _Problem(key, f"the value of {name} must be one line of Latin-1 text without control characters")
+        if text == HIDDEN:  # a listing's, posted or written back: the service would get the stars
+            raise _Problem(key, f"the value of {name} is {HIDDEN}, what a listing shows in place of the value: give the value")
         out.append((name, text))
     return tuple(out)

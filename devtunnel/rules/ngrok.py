@@ -78,7 +78,8 @@ def header_edits_table(request_add: Sequence[str] = (), request_remove: Sequence
                 raise ValueError(f"{add_key} {quoted(item)} is not NAME:VALUE")
             name, value = (part.strip() for part in item.split(":", 1))
             if name.lower() in (known.lower() for known in edits):
-                raise ValueError(f"{add_key} {quoted(item)}: {name} is added twice (one value a name)")
+                # Named without its value: a value added is often a token (``hide_secrets``).
+                raise ValueError(f"{add_key}: {name} is added twice (one value a name)")
             edits[name] = value
         if edits:
             spec["set"] = edits

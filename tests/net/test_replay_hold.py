@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devtunnel.capture.store import Store
 from tests.helpers import free_port, wait_for
+from tests.kit.exchanges import make_exchange, make_response
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc
 from tests.kit.servers import Reply, http_server
 
@@ -33,12 +35,13 @@ class Project:
     """``devtunnel up`` in a folder whose devtunnel.toml runs the app of tunnel ``web`` with a hold;
     the same file gives the agent API's port, so ``devtunnel replay`` run there finds the agent."""
 
-    def __init__(self, root: Path, hold: str) -> None:
+    def __init__(self, root: Path, hold: str, ready: bool = True) -> None:
         self.root = root
         self.port = free_port()
         self.api = f"http://127.0.0.1:{free_port()}"
         self.ready = root / "ready"
-        self.ready.touch()
+        if ready:
+            self.ready.touch()
         self.db = root / "c.db"
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(root / ".xdg"),
                     "XDG_STATE_HOME": str(root / ".xdg-state")}
@@ -59,7 +62,8 @@ hold = "{hold}"
         self.relay = f"http://127.0.0.1:{match.group(3)}"
         self.host = f"web.localhost:{match.group(3)}"
         self.proc.line(lambda l: l.startswith("API "))
-        wait_for(lambda: self.tunnel()["app"]["state"] == "ready", timeout=30, what="the app ready")
+        wanted = "ready" if ready else "starting"  # (not ready: its health path answers 503)
+        wait_for(lambda: self.tunnel()["app"]["state"] == wanted, timeout=30, what=f"the app {wanted}")
 
     def tunnel(self) -> dict[str, Any]:
         [tunnel] = httpx.get(self.api + "/api/tunnels", timeout=10).json()["tunnels"]
@@ -104,8 +108,8 @@ hold = "{hold}"
 def project(tmp_path: Path) -> Iterator[Any]:
     started: list[Project] = []
 
-    def start(hold: str = "60s") -> Project:
-        started.append(Project(tmp_path, hold))
+    def start(hold: str = "60s", ready: bool = True) -> Project:
+        started.append(Project(tmp_path, hold, ready))
         return started[-1]
 
     yield start
@@ -226,9 +230,33 @@ def test_a_replay_the_hold_runs_out_on_fails_as_the_held_requests_do(project: An
     assert cli.returncode == 1, (cli.stdout, cli.stderr)
     [summary] = json.loads(cli.stdout)
     assert summary["error"] == "app_restarting" and summary["status"] is None and summary["held_ms"] > 0
+    # Its reason says the app's state as the agent's does, but not that it restarts: the agent's
+    # API does not say whether an app that restarted was ever ready (one crashing as it starts).
     shown = p.cli("show", summary["id"])
-    assert expected in shown.stdout, shown.stdout
+    assert "local app down: the app is still down after 1 s (starting" in shown.stdout, shown.stdout
     assert not [line for line in _app_lines(p)[len(log_before):] if "/hooks/order" in line]
+
+
+def test_a_cli_replay_to_an_app_never_up_says_it_has_not_come_up_as_the_held_requests_do(project: Any) -> None:
+    # It said "local app restarting: the app is still down after 1 s" of an app in its first
+    # start, where a request through the tunnel is told "local app not up yet".
+    p = project("1s", ready=False)
+    original = make_exchange("POST", "/hooks/order", [("Host", p.host), ("Content-Length", "2")], b"{}",
+                             make_response(200, [("Content-Length", "0")], b""), tunnel="web",
+                             target_url=p.tunnel()["config"]["addr"])
+    store = Store(p.db)
+    try:
+        store.put(original)
+    finally:
+        store.close()
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        held = client.post(p.relay + "/hooks/late", content=b"{}", headers={"Host": p.host})
+    expected = "local app not up yet: the app has not come up in 1 s (starting: health /healthz answered 503"
+    assert held.status_code == 503 and held.text.startswith("local app not up yet: the app has not come up in 1 s")
+    cli = p.cli("replay", original.id)
+    assert cli.returncode == 1, (cli.stdout, cli.stderr)
+    assert "ERR app_restarting" in cli.stdout and f"failed: {expected}" in cli.stdout, cli.stdout
+    assert p.tunnel()["app"]["restarts"] == 0  # (it was never restarted: its first start, all along)
 
 
 def _app_lines(p: Project) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,64 @@ def test_deny_ip_and_ngroks_cidr_flags_guard_the_tunnel_at_the_relay(
     assert status_from("127.0.0.4", "--cidr-allow", "127.0.0.0/8", "--deny-ip", "127.0.0.2") == "200"
     assert status_from("127.0.0.4", "--allow-ip", "10.0.0.0/8,127.0.0.5") == "403"
     assert state.seen_targets == [b"/echo", b"/echo"]
+
+
+TOKEN = "Bearer sk_live_0123456789abcdef"
+
+
+def test_a_header_a_rule_adds_reaches_the_service_and_no_listing_shows_its_value(
+    tmp_path: Path, env: dict[str, str], procs: list[Proc], local: tuple[int, LocalState]  # noqa: F811
+) -> None:
+    # `--request-header-add "Authorization: Bearer ..."` was listed in clear by GET
+    # /api/tunnels/NAME/rules, where basic-auth passwords were masked already.
+    import httpx
+
+    port, _ = local
+    agent = start(procs, env, "http", str(port), "--no-tui", "--api-port", str(free_port()), "--name", "web",
+                  "--port", str(free_port()), "--db", str(tmp_path / "captures.db"), "--request-header-add", f"Authorization: {TOKEN}",
+                  "--response-header-add", "X-Edge: 1", "--basic-auth", "alice:s3cret")
+    match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+    assert match is not None
+    api = agent.line(lambda l: l.startswith("API "))[4:]
+    url = httpx.URL(match.group(1))
+    answered = httpx.get(url.copy_with(host="127.0.0.1", path="/echo"), auth=("alice", "s3cret"), trust_env=False,
+                         headers={"Host": url.netloc.decode()}, timeout=20)
+    assert answered.status_code == 200 and answered.headers["x-edge"] == "1"
+    seen = {name.lower(): value for name, value in json.loads(answered.content)["headers"]}
+    assert seen["authorization"] == TOKEN  # added at the relay, in place of the client's credentials
+    with httpx.Client(base_url=api, trust_env=False, timeout=20) as client:
+        listed = client.get("/api/tunnels/web/rules").json()["rules"]
+        assert [(r["action"], r.get("users"), r.get("request"), r.get("response")) for r in listed] == [
+            ("basic-auth", ["alice:********"], None, None),
+            ("headers", None, {"set": {"Authorization": "********"}}, {"set": {"X-Edge": "********"}}),
+        ]
+        added = client.post("/api/tunnels/web/rules?position=last",
+                            json={"action": "headers", "request": {"set": {"X-Api-Key": TOKEN}}})
+        assert added.status_code == 201 and added.json()["request"] == {"set": {"X-Api-Key": "********"}}, added.text
+        # A listed rule posted back as it was listed would send the service eight stars.
+        again = client.post("/api/tunnels/web/rules", json={k: v for k, v in listed[1].items()
+                                                            if k not in ("index", "description")})
+        assert again.status_code == 400 and "is ********, what a listing shows" in again.json()["msg"], again.text
+        for path in ("/api/tunnels", "/api/endpoints", "/api/tunnels/web", "/api/tunnels/web/rules"):
+            shown = client.get(path)
+            assert shown.status_code == 200 and TOKEN not in shown.text and "s3cret" not in shown.text, (path, shown.text)
+    assert agent.stop() == 0
+    assert not [line for line in agent.out + agent.err if TOKEN in line or "s3cret" in line]
+
+
+def test_config_show_hides_the_values_of_headers_a_rule_adds_and_a_name_added_twice_is_said_without_them(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "devtunnel.toml").write_text(
+        '[tunnels.web]\ntarget = 8000\n\n[[tunnels.web.rules]]\naction = "headers"\n'
+        f'request.set = {{ Authorization = "{TOKEN}", X-Env = "dev" }}\n')
+    shown = run(env, "config", "show", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    [rule] = tomllib.loads(shown.stdout.split("\n", 1)[1])["tunnels"]["web"]["rules"]
+    assert rule == {"action": "headers", "request": {"set": {"Authorization": "********", "X-Env": "********"}}}
+    assert TOKEN not in shown.stdout
+    # A name added twice was said quoting what was added: the token on stderr.
+    done = run(env, "http", "8000", "--no-tui", "--request-header-add", f"Authorization: {TOKEN}",
+               "--request-header-add", f"authorization: {TOKEN}", cwd=tmp_path)
+    assert done.returncode == EXIT_USAGE and "authorization is added twice" in done.stderr, done.stderr
+    assert TOKEN not in done.stderr

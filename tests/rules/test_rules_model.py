@@ -221,3 +221,47 @@ def test_two_password_rules_no_request_could_pass_are_refused_naming_both(tables
     with pytest.raises(RulesError) as caught:
         load_rules_file(path)
     assert str(caught.value).startswith(f"{path}: rule ") and refused in str(caught.value)
+
+
+def test_listed_rules_hide_passwords_and_the_values_of_added_headers_and_a_private_file_keeps_them(tmp_path: Path):
+    # The value of a header a rule adds (``--request-header-add "Authorization: Bearer ..."``) was
+    # listed in clear (``config show``, ``GET /api/tunnels/NAME/rules``), beside masked passwords.
+    import tomli_w
+
+    from devtunnel.rules import rules_to_tables, shorthand_rules
+
+    token = "Bearer sk_live_0123456789abcdef"
+    rules = renumbered(shorthand_rules(["alice:s3cret"], header_edits=(
+        [f"Authorization: {token}"], ["Cookie"], ["X-Frame-Options: DENY"], ["Server"])))
+    listed = rules_to_tables(rules)
+    assert listed == [
+        {"action": "basic-auth", "users": ["alice:********"], "realm": "devtunnel", "forward_auth": False},
+        {"action": "headers", "request": {"set": {"Authorization": "********"}, "remove": ["cookie"]},
+         "response": {"set": {"X-Frame-Options": "********"}, "remove": ["server"]}},
+    ]
+    assert token not in repr(rules) and "s3cret" not in repr(rules)
+    # What the relay is sent, and the private rules file, keep every value: the rule still works.
+    assert rules_to_wire(rules)[1]["request"] == {"set": {"Authorization": token}, "remove": ["cookie"]}
+    path = tmp_path / "rules.toml"
+    path.write_text(tomli_w.dumps({"rules": rules_to_tables(rules, mask=False)}))
+    again = load_rules_file(path)
+    assert again[1].request_set == (("Authorization", token),) and again[0].users[0].accepts(b"s3cret")
+
+
+@pytest.mark.parametrize("table, refused", [
+    ({"action": "headers", "request": {"set": {"Authorization": "********"}}},
+     "the value of Authorization is ********, what a listing shows in place of the value: give the value"),
+    ({"action": "headers", "response": {"set": {"X-Key": "********"}}}, "the value of X-Key is ********"),
+    ({"action": "basic-auth", "users": ["alice:********"]},
+     "user 'alice': ******** is what a listing shows in place of the password: give the password"),
+])
+def test_a_listed_rule_written_back_with_its_hidden_values_is_refused(table, refused, tmp_path: Path):
+    # A script that GETs the rules and POSTs one back (or config show pasted into devtunnel.toml)
+    # would have the service sent eight stars for its token, or a password of eight stars.
+    import tomli_w
+
+    path = tmp_path / "rules.toml"
+    path.write_text(tomli_w.dumps({"rules": [table]}))
+    with pytest.raises(RulesError) as caught:
+        load_rules_file(path)
+    assert refused in str(caught.value)
