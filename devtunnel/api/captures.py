@@ -3,7 +3,8 @@
 The list and the clear hold the agent's own captures by default, as ngrok's do (``scope=agent``):
 several agents may record into one store, which also keeps earlier sessions, and a script that
 reads ``requests[0]`` after triggering a hook, or clears between two tests, means this agent's.
-``scope=all`` is the whole store.
+``scope=all`` is the whole store. The store keeps which recorder's run stored each exchange
+(``capture.runs.RecordedBy``), so two agents running a tunnel of the same name each hold their own.
 
 Store calls are blocking SQLite work, so they run in the thread pool; the event loop keeps
 carrying tunnel traffic meanwhile. A replay to the target of a tunnel that holds requests
@@ -28,6 +29,7 @@ from devtunnel.capture.filters import And, Filter, Not, Or, parse
 from devtunnel.capture.filters.base import MatchAll, SqlParams
 from devtunnel.capture.filters.fields import Tunnel
 from devtunnel.capture.model import Exchange
+from devtunnel.capture.runs import RecordedBy
 from devtunnel.errors import NotFoundError, StoreError
 from devtunnel.export import EXPORTERS, export, options_of
 from devtunnel.webhooks.resign import notice_for
@@ -72,52 +74,30 @@ class _Since(Filter):
         return f"_Since({self.prefix!r})"
 
 
-class _Ids(Filter):
-    """Exchanges with one of these ids."""
-
-    def __init__(self, ids: list[str]) -> None:
-        self.ids = ids
-
-    def __call__(self, ex: Exchange) -> bool:
-        return ex.id in self.ids
-
-    def sql(self) -> tuple[str, SqlParams]:
-        return f"(e.id IN ({', '.join('?' * len(self.ids))}))", list(self.ids)
-
-    def __repr__(self) -> str:
-        return f"_Ids({self.ids!r})"
-
-
 class AgentScope:
-    """What this agent recorded: the exchanges of the tunnels it started (``Service.ran``) since
-    it started (``Service.started_at``; ids sort by time), and the replays made through its API
-    (of another tunnel's capture too). Another agent that runs a tunnel of the same name at the
-    same time (on a relay of its own) records into that scope too: the store keeps no more of
-    who recorded an exchange."""
-
-    KEPT = 1000
-    """Ids of replays made through the API kept at most (the oldest are forgotten first; one
-    recorded under a tunnel of this agent's stays in the scope all the same)."""
+    """What this agent recorded since it started (``Service.started_at``; ids sort by time): the
+    exchanges its recorder stored (its run, ``Recorder.run``), the replays made through its API
+    among them (of another tunnel's capture too), and those stored without a run under the name of
+    a tunnel it started (``Service.ran``): ``devtunnel replay`` of its captures, a devtunnel of
+    schema 11 or before still running on the file. Not what another agent's recorder stored, even
+    under the same tunnel name (two agents on one port share the name remembered for it)."""
 
     def __init__(self, service: Service) -> None:
         self._service = service
-        self._replays: dict[str, None] = {}
-
-    def replayed(self, exchange_id: str) -> None:
-        """``exchange_id`` is a replay this agent made."""
-        self._replays[exchange_id] = None
-        while len(self._replays) > self.KEPT:
-            del self._replays[next(iter(self._replays))]
 
     def filter(self) -> Filter:
         """The agent's own exchanges, as a filter."""
-        names = dict.fromkeys([*self._service.ran(), *(t.name for t in self._service.tunnels())])
+        service = self._service
+        recorder = service.recorder
+        names = dict.fromkeys([*service.ran(), *(t.name for t in service.tunnels())])
         parts: list[Filter] = []
+        if recorder is not None:
+            parts.append(RecordedBy(recorder.run.id))
         if names:
-            parts.append(And([_Since(time_prefix(self._service.started_at)), Or([Tunnel(name) for name in names])]))
-        if self._replays:
-            parts.append(_Ids(list(self._replays)))
-        return Or(parts) if parts else Not(MatchAll())
+            parts.append(And([RecordedBy(None), Or([Tunnel(name) for name in names])]))
+        if not parts:
+            return Not(MatchAll())
+        return And([_Since(time_prefix(service.started_at)), Or(parts)])
 
 
 def _scope(request: Request) -> Filter | None:
@@ -274,12 +254,11 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
         result = await _replay_held(gate, original, to=to, edit=edit, host_header=host_header, verify=verify,
                                     webhooks=service.webhooks)
     service.tell_exchange(result)  # the headless log's line, marked as a replay
-    scope: AgentScope = request.app.state.scope
-    scope.replayed(result.id)
     recorder = service.recorder
     try:
         if recorder is not None:
-            # Through the recorder, so /api/events announces it; flushed, so the id can be read at once.
+            # Through the recorder, so /api/events announces it and it is stored as this agent's (its
+            # run: ``AgentScope``); flushed, so the id can be read at once.
             recorder.submit(result)
             await run_in_threadpool(recorder.flush)
         else:

@@ -25,8 +25,9 @@ database file is still the one at its path (``Store.follow_path``): deleted, a n
 there; replaced by another capture file, that one is written from then on; cut to 0 bytes
 (``: > captures.db``), it is made a new, empty store; replaced by a file the store refuses, writes fail (and wait, bounded) until the path holds a usable file again.
 
-The recorder is a run (``capture.runs``): the exchanges it stores unfinished are claimed by it and
-released when it stores them finished. While it holds any, it says every ``runs.HEARTBEAT`` seconds
+The recorder is a run (``capture.runs``): every exchange it stores keeps the run's id (what the agent
+API lists and clears as this agent's own: ``runs.RecordedBy``), and those it stores unfinished are
+claimed by it and released when it stores them finished. While it holds any, it says every ``runs.HEARTBEAT`` seconds
 that it is alive; every ``store.GONE_EVERY`` seconds (the first within a second of its start) it ends the exchanges of
 runs that are gone (another agent on the file, killed) and tells its listeners their ids.
 """

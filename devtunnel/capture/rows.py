@@ -176,13 +176,14 @@ _CORE_COLUMNS = (
     "duration", "ttfb", "size", "websocket", "has_response", "bytes",
     "target", "remote_addr", "target_url", "error_message", "req_version",
     "req_body_size", "req_truncated", "res_version", "res_reason", "res_body_size", "res_truncated", "edited",
+    "run",
 )
 _RARE_COLUMNS = ("error", "replay_of", "ws_close_code", "rule_index", "rule_action", "rule_scope", "resigned", "held",
                  *_WEBHOOK_COLUMNS)
 """Columns that are NULL for most exchanges: a new exchange with all of them NULL leaves them out
 of its insert (13 parameters fewer; sqlite3 binds a None through its adapter registry)."""
 _INSERT_COLUMNS = _CORE_COLUMNS + _RARE_COLUMNS
-# A plain exchange (nearly all traffic) binds 19 values instead of the 27 of ``_CORE_COLUMNS``: new,
+# A plain exchange (nearly all traffic) binds 20 values instead of the 28 of ``_CORE_COLUMNS``: new,
 # every rare column NULL, a response, no error message, no WebSocket, not edited, nothing
 # truncated, and an ASCII target. Its constant columns are literals, ``target`` is the bytes of
 # ``target_text`` (for an ASCII target, ``url_text`` is its bytes as they are) and
@@ -192,12 +193,12 @@ _INSERT_COLUMNS = _CORE_COLUMNS + _RARE_COLUMNS
 # looks a numbered parameter up in a list of them as it compiles, so numbering every value made
 # preparing a statement of 256 rows take 125 ms instead of 5.
 _PLAIN_ROW = ("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1, ?, CAST(?{4} AS BLOB), ?, ?, '', ?, ?, 0, ?, ?, ?{11}, "
-              "0, 0)")
+              "0, 0, ?)")
 """The values of ``_CORE_COLUMNS`` of a plain exchange: id, tunnel, started_at, method, target_text,
 path, host, scheme, status, duration, ttfb, size, websocket 0, has_response 1, bytes, target,
 remote_addr, target_url, error_message '', req_version, req_body_size, req_truncated 0,
-res_version, res_reason, res_body_size, res_truncated 0, edited 0."""
-_PLAIN_WIDTH = 19
+res_version, res_reason, res_body_size, res_truncated 0, edited 0, run."""
+_PLAIN_WIDTH = 20
 
 
 def read_exchange(conn: sqlite3.Connection, r: tuple[object, ...]) -> Exchange:
@@ -363,9 +364,13 @@ def _rule_mark(index: object, action: object, scope: object) -> RuleMark | None:
 
 
 def write_exchanges(
-    conn: sqlite3.Connection, exchanges: Iterable[Exchange], room: int | None = None
+    conn: sqlite3.Connection, exchanges: Iterable[Exchange], room: int | None = None, run: str | None = None
 ) -> tuple[int, int, int]:
     """Upsert exchanges: a few many-row statements per table (a later version of an id wins).
+
+    ``run`` is the id of the agent run recording them (``runs.Run.id``), kept in each row's ``run``
+    column: what the agent API's own scope lists. A stored exchange written again without one keeps
+    the run that recorded it.
 
     With ``room``, an exchange that counts more bytes than that (its bodies larger than the store
     keeps) is written again with its bodies cut to fit (``model.cut_bodies``: marked cut, real
@@ -440,14 +445,14 @@ def write_exchanges(
             text = target.decode("ascii")  # what ``url_text`` is for an ASCII target
             plain += (ex_id, ex.tunnel, ex.started_at, req.method, text, text.partition("?")[0], req.host,
                       ex.scheme, res.status, ex.duration, ex.ttfb, res_body_size, blob_bytes, ex.remote_addr,
-                      ex.target_url, req.http_version, req.body_size, res_version, res_reason)
+                      ex.target_url, req.http_version, req.body_size, res_version, res_reason, run)
         else:
             row: tuple[object, ...] = (
                 ex_id, ex.tunnel, ex.started_at, req.method, req.url_text, req.path, req.host, ex.scheme,
                 ex.status, ex.duration, ex.ttfb, ex.size, 1 if ex.websocket else 0,
                 has_response, blob_bytes, target, ex.remote_addr, ex.target_url,
                 ex.error_message, req.http_version, req.body_size, _truncated(req),
-                res_version, res_reason, res_body_size, res_truncated, 1 if ex.edited else 0,
+                res_version, res_reason, res_body_size, res_truncated, 1 if ex.edited else 0, run,
             )
             if new and common:
                 fresh += row
@@ -508,7 +513,7 @@ def write_exchanges(
         again_cut = {ex.id: cut_bodies(ex, body_bytes(ex) - (size - room)) for ex, size in over if room is not None}
         for ex in too_big:
             again_cut[ex.id] = cap_each_body(again_cut.get(ex.id, ex), _largest_body(conn))
-        n, total, blobs = write_exchanges(conn, again_cut.values())
+        n, total, blobs = write_exchanges(conn, again_cut.values(), run=run)
         return n, total, blobs + len(large)
     return n, total, len(large)
 
@@ -580,7 +585,8 @@ _ROW_STATEMENTS: dict[str, tuple[str, str, int]] = {
                     len(_INSERT_COLUMNS)),
     "upsert": (
         f"INSERT INTO exchange_rows ({', '.join(_INSERT_COLUMNS)}) VALUES ",
-        " ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:]),
+        " ON CONFLICT(id) DO UPDATE SET " + ", ".join(  # written again without a run: the one that recorded it stays
+            f"{c} = coalesce(excluded.{c}, {c})" if c == "run" else f"{c} = excluded.{c}" for c in _INSERT_COLUMNS[1:]),
         len(_INSERT_COLUMNS),
     ),
     "heads": ("INSERT OR FAIL INTO heads (id, req, res) VALUES ", "", 3),

@@ -13,6 +13,9 @@ seen for ``LEASE`` seconds is gone. A gone run's exchanges end with error ``agen
 duration up to when the run was last seen (or its last WebSocket message, if later). A run's own
 later write of an exchange (it was only suspended) replaces that end with the real one.
 
+Each exchange a run stores keeps the run's id (``exchange_rows.run``, schema 12): ``RecordedBy``
+finds what one agent recorded in a file several record into (the agent API's ``scope=agent``).
+
 Pure: a little of ``/proc`` and SQL on a connection given; no threads, no asyncio.
 """
 
@@ -26,8 +29,11 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-__all__ = ["HEARTBEAT", "LEASE", "Run", "this_run", "process_state", "claim", "release", "heartbeat", "gone_runs",
-           "end_gone"]
+from devtunnel.capture.filters.base import Filter, SqlParams
+from devtunnel.capture.model import Exchange
+
+__all__ = ["HEARTBEAT", "LEASE", "Run", "RecordedBy", "this_run", "process_state", "claim", "release", "heartbeat",
+           "gone_runs", "end_gone"]
 
 HEARTBEAT = 2.0
 """Seconds between two ``seen_at`` updates of a run that holds exchanges in flight."""
@@ -76,6 +82,32 @@ def this_run() -> Run:
     pid = os.getpid()
     stat = _stat(pid)
     return Run(secrets.token_hex(8), _machine(), pid, None if stat is None else stat[1])
+
+
+class RecordedBy(Filter):
+    """The exchanges the run ``run`` (a ``Run.id``) stored, by the partial index on ``exchange_rows.run``
+    (in id order: a page of the newest reads no more than the page); with ``run`` None, those stored
+    without a run (by a devtunnel of schema 11 or before, by ``devtunnel replay``, by ``Store.put``
+    without ``run``).
+
+    For the store alone: an ``Exchange`` in memory does not say which run recorded it.
+    """
+
+    def __init__(self, run: str | None) -> None:
+        self.run = run
+
+    def __call__(self, ex: Exchange) -> bool:
+        raise TypeError("which run recorded an exchange is known to the store only: use RecordedBy in a store query")
+
+    def sql(self) -> tuple[str, SqlParams]:
+        if self.run is None:
+            return "(e.run IS NULL)", []
+        # ``= ?`` lets SQLite use the partial index (it implies ``run IS NOT NULL``); the second term
+        # keeps the clause from being NULL on a row without a run (false instead, so ``not`` works).
+        return "(e.run = ? AND e.run IS NOT NULL)", [self.run]
+
+    def __repr__(self) -> str:
+        return f"RecordedBy({self.run!r})"
 
 
 def process_state(machine: str, pid: int, start: int | None) -> bool | None:

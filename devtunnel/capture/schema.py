@@ -3,7 +3,8 @@
 Layout (``PRAGMA user_version`` is the schema version; ``application_id`` marks our files)::
 
     exchange_rows  one small row per exchange: every summary field, no blobs (WITHOUT ROWID,
-                   clustered by id, so list views and filters scan little and in id order)
+                   clustered by id, so list views and filters scan little and in id order), and
+                   the run that recorded it (schema 12; NULL: not known)
     exchanges      a view of exchange_rows, for an older devtunnel still running on the file
                    (it reads through it; a write is refused: version 9 below)
     heads          id -> request and response header blobs (compact, exact bytes)
@@ -36,7 +37,7 @@ __all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "UpgradeNeeded", "prepare_schema"
 
 log = logging.getLogger("devtunnel.capture")
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 APPLICATION_ID = 0x64746E6C  # "dtnl"
 
 _SCHEMA_V1 = """
@@ -215,8 +216,22 @@ _SCHEMA_V11 = """
 ALTER TABLE exchange_rows ADD COLUMN held REAL;
 """
 
+# Version 12: the agent run that recorded each exchange (``runs.Run.id``, bound with the row's other
+# values: no statement more per write), so that the agent API's list and clear of its own captures
+# (``scope=agent``) hold what its recorder stored, replays through its API included, and not what
+# another agent recorded under the same tunnel name (two agents on one port share the name remembered
+# for it). Exchanges stored before the upgrade, or without a run (an import, a replay from the command
+# line), have NULL: the agent API counts those of its tunnels' names since it started as its own. The index is partial: those cost it nothing, and creating it reads the
+# table once without writing a row of it. A writer of schema 11 still running on the file names its
+# columns in each insert and update, so it goes on writing its rows, with no run (NULL).
+_SCHEMA_V12 = """
+ALTER TABLE exchange_rows ADD COLUMN run TEXT;
+CREATE INDEX exchange_rows_run ON exchange_rows (run) WHERE run IS NOT NULL;
+"""
+
 _MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5, 6: _SCHEMA_V6,
-                               7: _SCHEMA_V7, 8: _SCHEMA_V8, 9: _SCHEMA_V9, 10: _SCHEMA_V10, 11: _SCHEMA_V11}
+                               7: _SCHEMA_V7, 8: _SCHEMA_V8, 9: _SCHEMA_V9, 10: _SCHEMA_V10, 11: _SCHEMA_V11,
+                               12: _SCHEMA_V12}
 """Script that brings a database from version ``n - 1`` to ``n``."""
 
 
@@ -267,10 +282,12 @@ def prepare_schema(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> N
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if 0 < version < SCHEMA_VERSION:
             # Schema 9 made ``exchanges`` a view, which refuses the writes of every earlier writer;
-            # schema 10 only adds tables, which a schema 9 writer leaves alone, and schema 11 a column.
+            # schema 10 only adds tables, which a schema 9 writer leaves alone, and 11 and 12 a column each.
             old_writer = ("can no longer record to it" if version < 9 else
                           "records on, but what it leaves in flight if it is killed stays so" if version < 10 else
-                          "records on, but does not mark the requests it holds for its app")
+                          "records on, but does not mark the requests it holds for its app" if version < 11 else
+                          "records on, but its API's list and clear of its own captures take in those of another "
+                          "agent's tunnel of the same name")
             log.warning("%s: upgrading the capture database from schema %d to %d (once; a large one "
                         "takes a while); an older devtunnel still running on it %s: restart it with "
                         "this version", path, version, SCHEMA_VERSION, old_writer)

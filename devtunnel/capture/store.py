@@ -584,15 +584,17 @@ class Store:
         below it) is stored with its bodies cut to fit, not deleted by the retention of its own
         write with everything older (a store of 5 MB was left empty by one 9 MB response).
 
-        With ``run`` (the recorder's), each exchange stored unfinished is claimed by it, and one
-        stored finished is released: if the run's process is gone before it finishes them, whoever
-        finds it gone ends them (``end_gone_runs``).
+        With ``run`` (the recorder's), each exchange is stored as recorded by it (``runs.RecordedBy``),
+        each one stored unfinished is claimed by it, and one stored finished is released: if the
+        run's process is gone before it finishes them, whoever finds it gone ends them
+        (``end_gone_runs``).
         """
         batch = exchanges if run is None else list(exchanges)
         unfinished: list[str] = []
         finished: list[str] = []
         with self._writing() as conn:
-            n, total, blobs = write_exchanges(conn, batch, self.max_bytes - self._bytes_run())
+            n, total, blobs = write_exchanges(conn, batch, self.max_bytes - self._bytes_run(),
+                                              None if run is None else run.id)
             if run is not None:
                 # Only ids claimed before are released: a batch of exchanges never seen live costs
                 # no statement.

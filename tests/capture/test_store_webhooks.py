@@ -19,7 +19,13 @@ from devtunnel.capture.store import Store
 from devtunnel.webhooks import Signature, Verdict
 from tests.kit.exchanges import make_exchange, make_response
 
-TO_SCHEMA_10 = """
+TO_SCHEMA_11 = """
+    DROP INDEX exchange_rows_run;
+    ALTER TABLE exchange_rows DROP COLUMN run;
+"""
+"""Takes a file of this version back to the layout of schema 11 (no record of the run that recorded an exchange)."""
+
+TO_SCHEMA_10 = TO_SCHEMA_11 + """
     ALTER TABLE exchange_rows DROP COLUMN held;
 """
 """Takes a file of this version back to the layout of schema 10 (no record of requests held for the app)."""

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from devtunnel.capture.model import Exchange, Response, WsMessage, new_id
 from devtunnel.capture.rows import FULL_COLUMNS
+from devtunnel.capture.runs import this_run
 from devtunnel.capture.schema import SCHEMA_VERSION
 from devtunnel.capture.store import BLOBS_PER_CONNECTION, Store
 from tests.capture.strategies import exchanges, small_exchanges
@@ -326,13 +327,15 @@ def plain_looking_exchanges(draw: st.DrawFn) -> Exchange:
 def test_a_plain_exchange_is_stored_exactly_as_when_every_column_is_bound(batch: list[Exchange]) -> None:
     # The same exchanges written new (plain ones take the short row) and written over an older
     # version of each (the upsert binds every column): every table holds the same values, of the same types.
+    # The older version has no run: the newer one's is stored over it.
     with tempfile.TemporaryDirectory() as folder:
         new, again = Store(Path(folder) / "new.db"), Store(Path(folder) / "again.db")
+        run = this_run()
         try:
-            new.put_many(batch)
+            new.put_many(batch, run=run)
             again.put_many([replace(ex, tunnel="older", response=None, request=replace(ex.request, body=b"x"))
                             for ex in batch])
-            again.put_many(batch)
+            again.put_many(batch, run=run)
             for ex in batch:
                 assert _stored_rows(new, ex.id) == _stored_rows(again, ex.id)
                 assert replace(new.get(ex.id), webhook=ex.webhook) == ex  # its duplicate_of is the store's

@@ -1,8 +1,9 @@
 """What an ngrok user expects of one agent's API, against real ``devtunnel`` processes sharing one
 capture database: the list and the clear hold that agent's captures (``scope=all``: the whole
-store's), a tunnel started through the API keeps its URL from one run to the next, replays made
-through the API have their log lines, an exchange that was not recorded shows no id to look up,
-the replay's signature notice names the API's field, and a tunnel asked for https says what it got.
+store's), even beside another agent running a tunnel of the same name, a tunnel started through
+the API keeps its URL from one run to the next, replays made through the API have their log lines,
+an exchange that was not recorded shows no id to look up, the replay's signature notice names the
+API's field, and a tunnel asked for https says what it got.
 """
 
 from __future__ import annotations
@@ -120,6 +121,53 @@ def test_the_list_and_the_clear_are_this_agents_own_unless_asked_for_all(
         wait_for(lambda: _paths(alpha) == ["/again"], timeout=20, what="the new capture listed")
         assert alpha.delete("/api/requests/http", params={"scope": "all"}).status_code == 204
         assert _ids(beta, scope="all") == []
+
+
+def test_two_agents_on_one_port_share_its_tunnel_name_but_each_lists_and_clears_its_own(
+        tmp_path: Path, env: dict[str, str], procs: list[Proc]) -> None:
+    # Two `devtunnel http 8080` get the name remembered for 8080; the store said no more of who
+    # recorded an exchange than its tunnel's name and time, so each listed the other's captures too,
+    # and one's clear between two tests forgot the other's.
+    db = tmp_path / "captures.db"
+    with http_server(lambda request: Reply(200, [("Content-Type", "text/plain")], b"ok")) as local:
+        agents = []
+        for _ in range(2):
+            api_port = free_port()
+            agent = start(procs, env, "http", str(local.port), "--no-tui", "--api-port", str(api_port), "--db", str(db))
+            match = FORWARDING.match(agent.line(lambda l: l.startswith("Forwarding")))
+            assert match is not None, agent.out
+            agent.line(lambda l: l.startswith("API "))
+            agents.append((match.group(2), match.group(3),
+                           httpx.Client(base_url=f"http://127.0.0.1:{api_port}", trust_env=False, timeout=30)))
+        (name, one_port, one), (other_name, two_port, two) = agents
+        assert name == other_name, (name, other_name)  # one name: the port's
+        assert _through(one_port, name, "/one").text == "ok"
+        assert _through(two_port, name, "/two").text == "ok"
+        wait_for(lambda: len(_ids(one, scope="all")) == 2, timeout=20, what="both captures stored")
+
+        assert _paths(one) == ["/one"]
+        assert _paths(two) == ["/two"]
+        assert _paths(one, tunnel_name=name) == ["/one"]
+        assert _paths(two, tunnel_name=name, scope="all") == ["/two", "/one"]
+
+        # A replay through one agent's API is that agent's, also of the other's capture under the same name.
+        [theirs] = _ids(two)
+        assert one.post("/api/requests/http", json={"id": theirs}).status_code == 204
+        replayed = wait_for(lambda: one.get("/api/requests/http", params={"filter": "replay"}).json()["requests"],
+                            timeout=20)
+        assert replayed[0]["replay_of"] == theirs and _paths(one) == ["/two", "/one"]
+        edited = one.post(f"/api/requests/http/{theirs}/replay", json={"path": "/edited"})
+        assert edited.status_code == 201, edited.text
+        assert _ids(one)[0] == edited.json()["id"] and _paths(two) == ["/two"]
+
+        # Each clear forgets its own agent's alone.
+        assert one.delete("/api/requests/http").status_code == 204
+        assert _ids(one) == [] and _paths(two) == ["/two"]
+        assert _paths(two, scope="all") == ["/two"]
+        assert _through(one_port, name, "/again").text == "ok"
+        wait_for(lambda: _paths(one) == ["/again"], timeout=20, what="the new capture listed")
+        assert two.delete("/api/requests/http").status_code == 204
+        assert _ids(two) == [] and _paths(one, scope="all") == ["/again"]
 
 
 def test_an_agent_with_no_tunnel_lists_nothing_of_the_store(tmp_path: Path, env: dict[str, str],
