@@ -247,6 +247,33 @@ async def test_q_closes() -> None:
         assert app.dismissed
 
 
+async def test_side_by_side_at_80_columns_folds_long_unchanged_values_whole() -> None:
+    """A long value the same in both (a User-Agent, a signature header kept) was cut with an
+    ellipsis on both sides at 80 columns: nothing said the rest was there. It folds now, alike on
+    both sides, as a changed one does, and so does a note longer than the screen."""
+    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+    headers = [("Host", "shop.localhost"), ("User-Agent", agent)]
+    volatile = tuple(f"X-Request-Trace-{n}" for n in range(8))
+    a = exchange(req_headers=[*headers, ("X-Attempt", "1")], resp_body=b"same\nold",
+                 resp_headers=[("Content-Type", "text/plain"), *((n, "a") for n in volatile)])
+    b = exchange(req_headers=[*headers, ("X-Attempt", "2")], resp_body=b"same\nnew",
+                 resp_headers=[("Content-Type", "text/plain"), *((n, "b") for n in volatile)])
+    app = ScreenApp(DiffScreen(a, b, volatile=volatile))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _diffed(app)
+        await pilot.pause()
+        rows = _rows(app)
+        assert not any("…" in row for row in rows), rows
+        first = next(i for i, row in enumerate(rows) if row.startswith("  User-Agent: "))
+        halves = [row.split(" │ ") for row in rows[first:first + 4]]
+        assert all(len(pair) == 2 for pair in halves), rows
+        left, right = ("".join(side[2:] for side in sides).rstrip() for sides in zip(*halves))
+        assert left == right == f"User-Agent: {agent}", (left, right)
+        start = next(i for i, row in enumerate(rows) if row.startswith("  only volatile headers differ"))
+        end = next(i for i, row in enumerate(rows) if i > start and not row.startswith("  "))
+        assert "".join(row[2:] for row in rows[start:end]).endswith(": " + ", ".join(volatile)), rows
+
+
 def test_snapshot_diff_side_by_side(snap_compare) -> None:
     a, b = pair()
 

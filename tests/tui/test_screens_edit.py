@@ -630,6 +630,39 @@ async def test_result_at_80x24_shows_the_reason_the_error_line_and_most_of_both_
         assert app.screen.query_one("#body").size.height >= 3
 
 
+CSP = ("Content-Security-Policy", "default-src 'self'; script-src 'self' https://js.stripe.com; "
+       "frame-src https://js.stripe.com https://hooks.stripe.com; img-src 'self' data:")
+
+
+@pytest.mark.parametrize("width", [80, 81])
+async def test_the_original_and_the_replay_wrap_a_long_header_alike(width: int) -> None:
+    """The same long header wrapped at other words in the two panes at 80x24 (the original's
+    pane was a cell narrower, for the line between them, and two more when it scrolled and the
+    replay's did not): read side by side, the two looked different where they were the same."""
+    long_body = json.dumps({f"field{i}": i for i in range(40)}, indent=1).encode()
+    ex = exchange(status=200, resp_headers=[("Content-Type", "application/json"), CSP], resp_body=long_body)
+
+    async def send(edit: Edit) -> Exchange:
+        return exchange(id="01KB0DETA1L00000000000REPL", replay_of=ex.id, status=200, resp_headers=[CSP])
+
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(width, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: _edit_screen(app).replayed, what="the replay")
+        await pilot.pause()
+        screen = _edit_screen(app)
+        assert screen.query_one("#original-box").max_scroll_y > 0 == screen.query_one("#replayed-box").max_scroll_y
+        rows = [line.split("▕") for line in screen_text(app).splitlines() if line.count("▕") == 1]
+
+        def header(pane: list[str]) -> list[str]:
+            start = next(i for i, line in enumerate(pane) if line.startswith("Content-Security-Policy"))
+            return pane[start:next(i for i, line in enumerate(pane) if line.endswith("data:")) + 1]
+
+        left, right = (header([side.strip() for side in pane]) for pane in zip(*rows))
+        assert len(left) > 1 and left == right, (left, right)
+
+
 async def test_an_error_line_from_the_network_is_shown_escaped() -> None:
     ex = json_exchange()
 

@@ -152,15 +152,18 @@ def _section_rows(section: SectionDiff, mode: Mode) -> list[_Row]:
     return rows + (_side_rows(section) if mode == "side" else _unified_rows(section))
 
 
-def _fold_changes(rows: list[_Row], room: int) -> list[_Row]:
-    """Changed side-by-side rows folded at ``room`` cells a half, so a difference is never cut off.
-
-    Unchanged rows stay one row each (cut with an ellipsis): the same on both sides.
-    """
+def _fold_side(rows: list[_Row], room: int, width: int) -> list[_Row]:
+    """Side-by-side rows folded at ``room`` cells a half, and notes at ``width`` cells, so that no
+    value is cut off: changed or not (an unchanged header is folded alike on both sides), a value
+    reads whole down the rows, as the detail screen shows it."""
     folded: list[_Row] = []
     for row in rows:
         kind, left_tag, left, right_tag, right = row
-        if kind != "line" or (left_tag, right_tag) == (" ", " "):
+        if kind == "note":
+            notes = chop_cells(escape_line(left), width - 2) or [""]
+            folded += [_note(note) for note in notes]
+            continue
+        if kind != "line":
             folded.append(row)
             continue
         lefts = chop_cells(escape_line(left), room) or [""]
@@ -184,8 +187,8 @@ class DiffLines:
         # Each half gets what is left after the separator; at least 20 cells so a row stays readable.
         self.column = max((width - len(_SEPARATOR)) // 2, 20)
         if mode == "side":
-            self._rows = _fold_changes(self._rows, self.column - 2)
             self._width = self.column * 2 + len(_SEPARATOR)
+            self._rows = _fold_side(self._rows, self.column - 2, self._width)
         else:
             self._width = max((len(escape_line(row[2])) + 2 for row in self._rows), default=0)
 

@@ -18,7 +18,7 @@ from functools import partial
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -43,7 +43,7 @@ from devtunnel.tui.widgets.footer import Footer
 from devtunnel.webhooks import delivery_of, detect, expired_signature
 from devtunnel.values.sizes import format_size
 
-__all__ = ["EditReplayScreen", "FieldInput", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint", "replay_notice"]
+__all__ = ["EditReplayScreen", "FieldInput", "Halves", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint", "replay_notice"]
 
 EDIT_LIMIT = 1024 * 1024
 """Bodies larger than this are sent unchanged rather than loaded into the editor."""
@@ -202,6 +202,17 @@ class HeaderRow(Horizontal):
         await self.remove()
 
 
+class Halves(Horizontal):
+    """Two panes side by side, of one width whatever the terminal's: an odd column is left over,
+    not given to one pane (fractions of an odd width gave them 40 and 41 cells at 81, and the
+    same text wrapped at another word in each)."""
+
+    def on_resize(self, event: events.Resize) -> None:
+        half = event.size.width // 2
+        for pane in self.children:
+            pane.styles.width = half
+
+
 class EditReplayScreen(Screen[None]):
     """Change a captured request and send it again; the new response appears beside the old.
 
@@ -220,7 +231,7 @@ class EditReplayScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close"),
         Binding("ctrl+s", "send", "Send", priority=True),
-        # Short labels: at 80 columns the key bar holds every key with ? Help and q Quit.
+        # Short labels: at 80 columns the key bar holds every key with ^c Quit.
         Binding("ctrl+n", "add_header", "Add", priority=True, tooltip="Add a header row"),
         Binding("ctrl+r", "remove_header", "Remove", priority=True, tooltip="Remove the header row"),
         Binding("ctrl+o", "toggle_captured_signature", "Keep sig", priority=True,
@@ -254,8 +265,11 @@ class EditReplayScreen(Screen[None]):
         #message.error { color: $text-error; }
         #compare { height: 1fr; display: none; }
         #compare.shown { display: block; }
-        #compare VerticalScroll { width: 1fr; padding: 0 1; }
-        #original-box { border-right: vkey $foreground 30%; }
+        /* The two panes wrap alike: the same width (``Halves``), the same frame (a border on
+           the right of each: the line between them on the original, blank on the replay) and
+           a scrollbar's room kept in each whether or not it scrolls. */
+        #compare VerticalScroll { padding: 0 1; scrollbar-gutter: stable; border-right: blank; }
+        #compare #original-box { border-right: vkey $foreground 30%; }
         &.-replayed {
             #request-line { margin: 0; }
             #headers { max-height: 4; }
@@ -348,7 +362,7 @@ class EditReplayScreen(Screen[None]):
                 markup=False,
             )
         yield Static("", id="message")
-        with Horizontal(id="compare"):
+        with Halves(id="compare"):
             with VerticalScroll(id="original-box"):
                 yield Static(id="original")
             with VerticalScroll(id="replayed-box"):

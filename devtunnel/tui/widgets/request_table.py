@@ -15,7 +15,7 @@ batch; cut into parts, each part would have to reach into the others' state.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
@@ -32,7 +32,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from devtunnel.capture.rows import Row
-from devtunnel.tui.widgets.table_rows import Columns, RowPainter, printable
+from devtunnel.tui.widgets.table_rows import Columns, RowPainter, path_text, printable
 
 
 class RowSource(Protocol):
@@ -227,14 +227,19 @@ class RequestTable(ScrollView, can_focus=True):
         self._lines: OrderedDict[str, tuple[Row, int, bool, Strip]] = OrderedDict()
         self._styles: dict[str, Style] = {}
         self._pass: tuple[int, Columns, Style] | None = None
-        self._shape: tuple[tuple[object, ...], bool, int, bool] = ((), True, 16, True)
+        self._shape: tuple[tuple[object, ...], bool, int, bool, int] = ((), True, 16, True, 0)
         self._seen_tunnels: dict[str, int] = {}
         """The tunnels of the rows loaded so far, with their names' cells (at most ``SEEN_TUNNELS``):
         the columns follow what the table has shown, not only the window, so they do not come and
         go as it scrolls (a page of one tunnel's rows among several's read as the other's)."""
         self._seen_webhooks = False
         """What the window's rows need of the columns, and the window it was found for: several
-        tunnels, the longest tunnel name's cells, webhooks (``_columns``)."""
+        tunnels, the longest tunnel name's cells, webhooks, the longest path's cells (``_columns``)."""
+        self._seen_path = 0
+        """The cells of the longest PATH of the rows loaded so far (the PATH column's width on a wide table)."""
+        self._measured: tuple[int, str, str] = (-1, "", "")
+        """The list (``_generation``) and the first and last ids of the window whose paths were
+        measured last: of the next window, only the rows outside those ids are measured."""
         self._painter = RowPainter(self._style)
         self.reads = 0
         """Pages read from the source so far (with ``rows_read``, what tests count)."""
@@ -745,12 +750,26 @@ class RequestTable(ScrollView, can_focus=True):
                 if name not in seen and len(seen) < SEEN_TUNNELS:
                     seen[name] = cell_len(printable(name))
             self._seen_webhooks = self._seen_webhooks or any(row.webhook is not None for row in rows)
-            shape = (key, len(seen) > 1, max(seen.values(), default=0), self._seen_webhooks)
+            self._measure_paths()
+            shape = (key, len(seen) > 1, max(seen.values(), default=0), self._seen_webhooks, self._seen_path)
             if shape[1:] != self._shape[1:]:
                 self._lines.clear()  # drawn for other columns
             self._shape = shape
-        _, several, cells, webhooks = self._shape
-        return Columns.for_width(width, several_tunnels=several, tunnel_cells=cells, webhooks=webhooks)
+        _, several, cells, webhooks, path = self._shape
+        return Columns.for_width(width, several_tunnels=several, tunnel_cells=cells, webhooks=webhooks, path_cells=path)
+
+    def _measure_paths(self) -> None:
+        """Add the paths of the rows new to the window to ``_seen_path``: under traffic a few rows
+        at its end, not the thousand it holds."""
+        rows, ids = self._rows, self._ids
+        generation, first, last = self._measured
+        if generation == self._generation and rows:
+            new = [*rows[:bisect_left(ids, first)], *rows[bisect_right(ids, last):]]
+        else:
+            new = rows
+        if new:
+            self._seen_path = max(self._seen_path, max(cell_len(path_text(row)) for row in new))
+        self._measured = (self._generation, ids[0], ids[-1]) if ids else (-1, "", "")
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # Once per frame rather than once per line: the widths, and whether the view needs rows.

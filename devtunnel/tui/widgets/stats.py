@@ -25,11 +25,13 @@ def sparkline(values: list[int]) -> str:
 
 
 class RequestRate:
-    """New requests a second, of each tunnel, over the last ``seconds``: the one count behind the
-    stats strip's figure and sparkline and the tunnels panel's rates, so the two agree.
+    """New requests a second, of each tunnel, over the last ``seconds``, and each tunnel's total:
+    the one count behind the stats strip's figure and sparkline and the tunnels panel's rates and
+    request counts, so they agree.
 
     Requests are counted in the second they are announced, before their tunnels are read
-    (``count``); ``attribute`` then names their tunnels in that same second.
+    (``count``); ``attribute`` then names their tunnels in that same second, and adds them to
+    their tunnels' totals (``total``).
 
     Args:
         seconds: how many seconds are kept.
@@ -44,6 +46,8 @@ class RequestRate:
         self._buckets: deque[Counter[str]] = deque((Counter() for _ in range(seconds)), maxlen=seconds)
         self._second = int(clock())
         self._listeners: list[Callable[[], None]] = []
+        self._totals: Counter[str] = Counter()
+        """Requests named so far, by tunnel (by name: a tunnel stopped and started again goes on counting)."""
 
     def listen(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the figures change: a second ends, or requests are counted or named."""
@@ -74,15 +78,19 @@ class RequestRate:
         """Name the tunnels of requests counted in ``second`` (``{tunnel: how many}``)."""
         self._roll()
         age = self._second - second
-        if not 0 <= age < len(self._buckets):
-            return  # out of the window meanwhile
-        bucket = self._buckets[-1 - age]
+        # Out of the window meanwhile (named after a read slower than the window): in the totals only.
+        bucket = self._buckets[-1 - age] if 0 <= age < len(self._buckets) else Counter({self.UNKNOWN: sum(tunnels.values())})
         for tunnel, n in tunnels.items():
             n = min(n, bucket[self.UNKNOWN])
             if n > 0 and tunnel != self.UNKNOWN:
                 bucket[self.UNKNOWN] -= n
                 bucket[tunnel] += n
+                self._totals[tunnel] += n
         self._changed()
+
+    def total(self, tunnel: str) -> int:
+        """Requests of ``tunnel`` named so far, whenever they came."""
+        return self._totals[tunnel]
 
     def series(self) -> list[int]:
         """Requests in each second kept, oldest first, the current one (still counting) last."""

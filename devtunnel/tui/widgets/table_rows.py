@@ -22,7 +22,7 @@ from devtunnel.tui.render import webhook_event, webhook_marks
 from devtunnel.values.sizes import compact_size
 from devtunnel.values.terminal import escape as printable
 
-__all__ = ["Columns", "RowPainter", "fit", "format_duration", "printable", "webhook_cells"]
+__all__ = ["Columns", "RowPainter", "fit", "format_duration", "path_text", "printable", "webhook_cells"]
 
 
 def fit(text: str, width: int, *, right: bool = False) -> str:
@@ -47,6 +47,12 @@ def format_duration(seconds: float | None) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
+def path_text(row: Row) -> str:
+    """What the PATH column shows of ``row``: its mark (a replay, a rule's) and its target, escaped."""
+    # ↻ a replay, ✎ sent with changes, s signed afresh; ⊘ or → decided by a rule at the relay
+    return path_mark(row) + printable(row.display_target)
+
+
 @dataclass(frozen=True)
 class Columns:
     """Cell widths of each column for one table width."""
@@ -55,6 +61,10 @@ class Columns:
     path: int
     event: int = 0
     """The EVENT column (provider and event type); 0 when too narrow to show it."""
+    duration: int = 7
+    """The DUR column: ``DURATION``, a little more on a wide table."""
+    size: int = 5
+    """The SIZE column: ``SIZE``, a little more on a wide table."""
 
     TIME: ClassVar[int] = 8
     METHOD: ClassVar[int] = 7
@@ -75,14 +85,26 @@ class Columns:
     PATH_ROOMY: ClassVar[int] = 48
     """Cells PATH keeps before TUNNEL grows past a fifth of the room: a wide table names its
     tunnels in full (up to 32 cells) rather than cutting them beside a long empty PATH."""
+    PATH_CAP: ClassVar[int] = 64
+    """Cells PATH keeps on a wide table whose paths are all shorter: a path a little longer than
+    the others does not move the columns after it."""
+    BREATHE: ClassVar[int] = 2
+    """Cells DUR and SIZE each get beyond their least on a wide table, between their figures."""
     FIXED: ClassVar[int] = 2 + TIME + 1 + METHOD + 1 + 1 + MARKS + 1 + STATUS + 1 + DURATION + 1 + SIZE
     """The cells of every column but PATH, TUNNEL and EVENT, with the spaces between them."""
 
+    @property
+    def used(self) -> int:
+        """The cells of the columns and the spaces between them (the rest of a row is blank)."""
+        return (self.FIXED + self.path + (self.tunnel + 1 if self.tunnel else 0) + (self.event + 1 if self.event else 0)
+                + self.duration - self.DURATION + self.size - self.SIZE)
+
     @classmethod
     def for_width(cls, width: int, *, several_tunnels: bool = True, tunnel_cells: int = 16,
-                  webhooks: bool = True) -> Columns:
+                  webhooks: bool = True, path_cells: int | None = None) -> Columns:
         """The widths for a table ``width`` cells wide showing rows of one tunnel or several, the
-        longest tunnel name ``tunnel_cells`` wide, with webhooks among them or not.
+        longest tunnel name ``tunnel_cells`` wide, with webhooks among them or not, the longest
+        PATH ``path_cells`` wide (None: not known, PATH takes the rest).
 
         PATH keeps ``PATH_LEAST`` cells; what is left goes to TUNNEL when the rows are of several
         tunnels, then to EVENT when webhooks are shown (the marks cell says "a webhook" without
@@ -92,6 +114,11 @@ class Columns:
         width, and PATH takes the rest. So at 80 columns a table of several tunnels names them
         (webhooks or not), a table of one gives their cells to the path, and an EVENT column
         stays off a table without webhooks.
+
+        A wide table gives PATH no more than its longest path (at least ``PATH_CAP`` cells): a
+        PATH column of 130 cells, most of them blank, put a request's status, duration and size
+        far from its path. EVENT then grows to ``EVENT_ROOMY``, DUR and SIZE get ``BREATHE``
+        cells more each, and what is still left stays blank at the end of the row.
         """
         rest = width - cls.FIXED
         spare = rest - cls.PATH_LEAST
@@ -119,7 +146,16 @@ class Columns:
         if wants_tunnel and not several_tunnels:
             tunnel = take(tunnel_want, cls.TUNNEL_LEAST)
         path = max(4, rest - (tunnel + 1 if tunnel else 0) - (event + 1 if event else 0))
-        return cls(tunnel, path, event)
+        duration, size = cls.DURATION, cls.SIZE
+        need = max(cls.PATH_CAP, path_cells or 0)
+        if path_cells is not None and path > need:
+            extra, path = path - need, need
+            if event:
+                grown = min(extra, max(0, cls.EVENT_ROOMY - event))
+                event, extra = event + grown, extra - grown
+            breathe = min(cls.BREATHE, extra // 2)
+            duration, size = duration + breathe, size + breathe
+        return cls(tunnel, path, event, duration, size)
 
 
 def webhook_cells(row: Row, columns: Columns, base: Style) -> list[Segment]:
@@ -151,8 +187,8 @@ class RowPainter:
         cells += [fit("METHOD", Columns.METHOD), " ", fit("PATH", columns.path), " ", " " * Columns.MARKS, " "]
         if columns.event:
             cells += [fit("EVENT", columns.event), " "]
-        cells += [fit("ST", Columns.STATUS), " ", fit("DUR", Columns.DURATION, right=True), " ",
-                  fit("SIZE", Columns.SIZE, right=True)]
+        cells += [fit("ST", Columns.STATUS), " ", fit("DUR", columns.duration, right=True), " ",
+                  fit("SIZE", columns.size, right=True)]
         return Strip([Segment("".join(cells), style)]).adjust_cell_length(width, style)
 
     def _clock(self, started_at: float) -> str:
@@ -182,8 +218,7 @@ class RowPainter:
             segments = [mark, Segment(fit("…", width - 2), dim)]
         else:
             status, status_style = self._status_style(row)
-            # ↻ a replay, ✎ sent with changes, s signed afresh; ⊘ or → decided by a rule at the relay
-            path = path_mark(row) + printable(row.display_target)
+            path = path_text(row)
             method = "WS" if row.websocket else printable(row.method)
             segments = [mark, Segment(self._clock(row.started_at), dim),
                         Segment(" ", base)]
@@ -197,9 +232,9 @@ class RowPainter:
                 *webhook_cells(row, columns, base),
                 Segment(fit(status, Columns.STATUS, right=True), base + status_style),
                 Segment(" ", base),
-                Segment(fit(format_duration(row.duration), Columns.DURATION, right=True), dim),
+                Segment(fit(format_duration(row.duration), columns.duration, right=True), dim),
                 Segment(" ", base),
-                Segment(fit(compact_size(row.size), Columns.SIZE, right=True), dim),
+                Segment(fit(compact_size(row.size), columns.size, right=True), dim),
             ]
         strip = Strip(segments).adjust_cell_length(width, base)
         if is_cursor:

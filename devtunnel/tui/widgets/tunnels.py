@@ -58,6 +58,13 @@ class TunnelsPanel(Widget, can_focus=True):
 
     The key bar offers what works on the tunnel under the cursor: ``s Start`` on a stopped one
     (``R`` starts it too), no tunnel key with no tunnel.
+
+    A tunnel's ``N req`` counts its requests for the whole session, as ngrok's inspector counts
+    a tunnel's connections: a stop and a start of the same name go on counting (the agent's own
+    count starts again at 0 with each start). It is the stats strip's count (``RequestRate``),
+    so it moves as requests arrive, a frame at a time, with the rates beside it, on top of what
+    the agent had counted when the panel first saw the tunnel (an agent started before the
+    inspector).
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -119,6 +126,9 @@ class TunnelsPanel(Widget, can_focus=True):
         self.request_rate = rate if rate is not None else RequestRate(clock=clock)
         """The requests a second of each tunnel: the stats strip's count, so the figures agree."""
         self.request_rate.listen(self.refresh)
+        self._before: dict[str, int] = {}
+        """Requests the agent had counted of each tunnel when the panel first saw it, beyond those
+        the rate had named by then (an agent running before the inspector)."""
         self._top = 0
         """The first tunnel shown when they are more than the panel's lines."""
         self._chosen: str | None = None
@@ -135,6 +145,7 @@ class TunnelsPanel(Widget, can_focus=True):
         for tunnel in tunnels:
             self._tell_hints(tunnel, old.get(tunnel.name))
             self.tunnels[tunnel.name] = tunnel
+            self._before.setdefault(tunnel.name, max(0, tunnel.requests - self.request_rate.total(tunnel.name)))
         names = list(self.tunnels)
         # Not through watch_cursor: a chosen tunnel away for a moment (stopped, then started again) stays chosen.
         self.set_reactive(TunnelsPanel.cursor, names.index(self._chosen) if self._chosen in names
@@ -168,6 +179,10 @@ class TunnelsPanel(Widget, can_focus=True):
     def rate(self, name: str) -> int:
         """New requests of tunnel ``name`` in the last whole second, as the stats strip counts them."""
         return self.request_rate.last_second(name)
+
+    def requests(self, name: str) -> int:
+        """Requests of tunnel ``name`` so far, whatever stops and starts it had (the ``N req`` shown)."""
+        return self._before.get(name, 0) + self.request_rate.total(name)
 
     @property
     def current(self) -> TunnelView | None:
@@ -266,7 +281,7 @@ class TunnelsPanel(Widget, can_focus=True):
         elif state == "stopped" and level < 2:
             state += " (s starts it again)"
         line.append(state, style=state_style)
-        counts = Text(f"  {tunnel.requests} req", style=dim)
+        counts = Text(f"  {self.requests(tunnel.name)} req", style=dim)
         if level < 3:
             counts.append(f"  {self.rate(tunnel.name)}/s")
         app = Text()
