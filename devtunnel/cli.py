@@ -325,6 +325,7 @@ examples:
   devtunnel export 01JD3X4K9A --format curl --to http://127.0.0.1:8080
   devtunnel export 01JD3X4K9A --format curl --to local
   devtunnel export 01JD3X4K9A --format pytest -o tests/test_hooks.py
+  devtunnel export 01JD3X4K9A --format pytest --assert captured -o tests/test_today.py
   devtunnel export --filter 'path:/webhooks' --limit 20 --format har -o hooks.har
 """)
     p.add_argument("ids", nargs="*", metavar="ID", help="exchange ids or unique prefixes (default with --filter: every match)")
@@ -337,6 +338,10 @@ examples:
     p.add_argument("--to", metavar="URL",
                    help="send to this base URL (scheme://host[:port][/prefix]; path and query kept) instead of the "
                         "public URL, or 'local' for each exchange's local service (curl, httpie, har)")
+    p.add_argument("--assert", dest="asserts", choices=("expected", "captured"), metavar="WHAT",
+                   help="pytest: what each test asserts of the answer: expected (the default: 2xx for a webhook "
+                        "delivery, 4xx for one judged invalid, anything but 5xx for a request captured 5xx, else "
+                        "the status captured) or captured (the status captured, whatever it was)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout (- is stdout)")
     _add_db(p)
 

@@ -799,6 +799,10 @@ def _export(args: argparse.Namespace) -> int:
         options["webhooks"] = webhooks
     if "path" in options_of(args.format) and out is not None:  # a pytest module's command to run it
         options["path"] = args.output
+    if args.asserts is not None:
+        if "asserts" not in options_of(args.format):
+            raise ConfigError(f"--assert applies to the pytest format; the {args.format} format asserts nothing")
+        options["asserts"] = args.asserts
     matches = _Matches(store, _export_keys(store, args), expired.see)
     pieces = PIECES[args.format](matches, **options)
     side = _SideFiles(folder)

@@ -114,3 +114,26 @@ def test_a_pytest_module_checks_the_refusal_of_a_delivery_whose_signature_was_re
                               str(module)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
         assert ran.returncode == 0 and "2 passed" in ran.stdout, ran.stdout + ran.stderr
         assert [status for _, status, _ in rx.verdicts] == [200, 400], rx.verdicts
+
+
+def test_export_pytest_assert_says_what_each_test_asserts_and_another_format_refuses_it(tmp_path: Path) -> None:
+    # A receiver that answered 500 when the delivery came: by default its test asserts a 2xx (what
+    # Stripe counts as delivered); with --assert captured it asserts the 500 captured.
+    at = time.time()
+    failed = replace(_captured("http://127.0.0.1:9", at), response=make_response(500))
+    db = tmp_path / "captures.db"
+    store = Store(db)
+    store.put_many([failed])
+    store.close()
+    expected = _export(db, tmp_path, failed.id, "--format", "pytest")
+    assert expected.returncode == 0, expected.stderr
+    assert "200 <= response.status_code < 300" in expected.stdout and "== 500" not in expected.stdout
+    captured = _export(db, tmp_path, failed.id, "--format", "pytest", "--assert", "captured")
+    assert captured.returncode == 0, captured.stderr
+    assert "response.status_code == 500" in captured.stdout and "< 300" not in captured.stdout
+    for args, said in ((["--format", "curl", "--assert", "captured"],
+                        "--assert applies to the pytest format; the curl format asserts nothing"),
+                       (["--format", "pytest", "--assert", "nothing"], "invalid choice: 'nothing'")):
+        refused = _export(db, tmp_path, failed.id, *args)
+        assert refused.returncode == 2 and said in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stdout == ""
