@@ -39,6 +39,17 @@ _UNDELIVERED = {
 }
 """Why a delivery of each built-in provider must be answered 2xx, as its failed test says it."""
 
+_ALWAYS_SIGNED = {
+    "stripe": "Stripe signs every delivery (Stripe-Signature)",
+    "slack": "Slack signs every request (X-Slack-Signature)",
+    "shopify": "Shopify signs every delivery (X-Shopify-Hmac-Sha256)",
+    "standard": "a Standard Webhooks sender signs every delivery (webhook-signature)",
+    "twilio": "Twilio signs every request (X-Twilio-Signature)",
+}
+"""Built-in providers whose every genuine delivery is signed, and how a failed test says so: one
+of theirs that came unsigned is not theirs, and a receiver refuses it. (GitHub signs only when the
+hook has a secret: an unsigned delivery of GitHub's may be genuine.)"""
+
 _MAX_REASON = 120
 """Characters of a verdict's reason a failed test repeats (it is one line of its message)."""
 
@@ -101,6 +112,8 @@ def expectation(exchange: Exchange, provider: Provider | None, *, asserts: Asser
       signature was judged invalid when it came (its ``webhook`` verdict: another secret, a
       stale timestamp, a forged body) must be refused: 4xx, whatever was captured. A receiver
       that answered it 2xx accepted what it could not verify.
+    - A delivery that came unsigned from a provider that signs every one (``_ALWAYS_SIGNED``: all
+      built-in ones but GitHub, whose hooks may have no secret) is not that provider's: 4xx.
     - Any other delivery must be answered 2xx, whatever was captured: Stripe, Shopify, Slack and
       Standard Webhooks senders retry one that is not, GitHub and Twilio record it as failed.
     - A request of no webhook that was answered with a server error (5xx) must be answered
@@ -128,6 +141,12 @@ def expectation(exchange: Exchange, provider: Provider | None, *, asserts: Asser
             f"# expected a refusal (4xx), what a receiver answers a delivery it cannot verify (captured {status})",
             refusal=True)
     name = provider.name if provider is not None else verdict.provider if verdict is not None else None
+    if verdict is not None and verdict.signature is Signature.UNSIGNED and name in _ALWAYS_SIGNED:
+        assert name is not None
+        return Expectation(
+            400, 499, "4xx", f"it came unsigned, and {_ALWAYS_SIGNED[name]}: a receiver refuses it; captured {status}",
+            f"# expected a refusal (4xx): it came unsigned, and its sender signs every delivery (captured {status})",
+            refusal=True)
     if name is not None:
         why = _UNDELIVERED.get(name, "a webhook sender counts only a 2xx as delivered")
         return Expectation(200, 299, "2xx", f"{why}; captured {status}",

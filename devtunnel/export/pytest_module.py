@@ -455,12 +455,12 @@ def _test(index: int, exchange: Exchange, width: int, webhooks: Any = None,
     args = [ascii(request.method), ascii(base), _literal(request.target),
             "[" + ", ".join(f"({_literal(n)}, {_literal(v)})" for n, v in pairs) + "]", repr(request.body)]
     expected = expectation(exchange, provider, asserts=asserts)
-    if provider is not None and expected.refusal:
+    if provider is not None and not provider.signed(delivery_of(request, exchange.scheme)):
+        lines.append("    # it came unsigned: sent unsigned, as captured")  # as a replay sends it
+        secret_env = None
+    elif provider is not None and expected.refusal:
         # Signed afresh, it would be accepted where the receiver must refuse it.
         lines.append("    # its signature was judged invalid when it came: sent as captured, the refusal is checked")
-        secret_env = None
-    elif provider is not None and not provider.signed(delivery_of(request, exchange.scheme)):
-        lines.append("    # it came unsigned: sent unsigned, as captured")  # as a replay sends it
         secret_env = None
     elif provider is not None:
         vouched = signs_unverified(exchange.webhook)  # the rule of a replay, applied when the module runs

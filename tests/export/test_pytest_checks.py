@@ -33,7 +33,10 @@ STRIPE = by_name("stripe")
     (500, Signature.VALID, STRIPE, "200 <= response.status_code < 300", "2xx"),
     (400, Signature.VALID, STRIPE, "200 <= response.status_code < 300", "2xx"),
     (200, Signature.UNVERIFIED, STRIPE, "200 <= response.status_code < 300", "2xx"),
-    (503, Signature.UNSIGNED, STRIPE, "200 <= response.status_code < 300", "2xx"),
+    (503, Signature.UNSIGNED, by_name("github"), "200 <= response.status_code < 300", "2xx"),  # a hook without a secret
+    # Unsigned from a provider that signs every delivery: not its, a refusal.
+    (200, Signature.UNSIGNED, STRIPE, "400 <= response.status_code < 500", "4xx"),
+    (503, Signature.UNSIGNED, STRIPE, "400 <= response.status_code < 500", "4xx"),
     (502, None, STRIPE, "200 <= response.status_code < 300", "2xx"),  # recognised, never judged
     (500, Signature.VALID, None, "200 <= response.status_code < 300", "2xx"),  # judged, its scheme not described here
     # Judged invalid when it came: a refusal, whatever was answered.
@@ -52,7 +55,7 @@ def test_a_test_asserts_what_the_other_side_expects_not_the_captured_status(
     expected = expectation(_answered(status, signature), provider)
     assert (expected.condition(), expected.said) == (condition, said)
     assert f"captured {status}" in expected.message or expected.said == str(status)
-    assert expected.refusal is (signature is Signature.INVALID)
+    assert expected.refusal is (said == "4xx")
 
 
 def test_each_builtin_provider_says_why_it_wants_a_2xx() -> None:
@@ -96,3 +99,12 @@ def test_only_a_slack_url_verification_has_a_challenge_to_echo() -> None:
     assert challenge and challenge.encode() in handshake.body
     assert slack_challenge(made["event"], slack) is None
     assert slack_challenge(made["handshake"], STRIPE) is None
+
+
+@pytest.mark.parametrize("name", ["stripe", "slack", "shopify", "standard", "twilio"])
+def test_an_unsigned_delivery_of_a_provider_that_signs_every_one_is_to_be_refused(name: str) -> None:
+    # Its test expected a 2xx: against a receiver that verifies, as the provider's own library
+    # does, the test failed where the receiver was right to refuse it.
+    expected = expectation(_answered(200, Signature.UNSIGNED, name), by_name(name))
+    assert expected.said == "4xx" and expected.refusal
+    assert expected.message.startswith("expected 4xx: it came unsigned, and ") and "signs every" in expected.message

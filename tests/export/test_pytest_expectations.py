@@ -155,6 +155,30 @@ def test_a_delivery_judged_forged_expects_a_refusal_whatever_the_receiver_answer
             " 'ok'") in accepting.stdout, accepting.stdout
 
 
+def test_an_unsigned_stripe_delivery_expects_a_refusal_from_a_receiver_that_verifies(tmp_path: Path) -> None:
+    """A "Stripe" delivery without Stripe-Signature (a hand-made curl with Stripe's user agent),
+    answered 200 by a receiver that did not verify: Stripe signs every delivery, so its test
+    expects the refusal of a receiver that verifies with Stripe's library, and sends it unsigned."""
+    with _service("right") as right:
+        signed = _captured(right.url, "stripe", "invoice.paid", 200)
+        fields = [(n, v) for n, v in signed.request.headers if n.lower() != b"stripe-signature"]
+        unsigned = make_exchange("POST", PATHS["stripe"], fields, signed.request.body, make_response(200),
+                                 tunnel="hooks", started_at=time.time(), target_url=right.url, duration=0.01)
+        unsigned = replace(unsigned, webhook=judge(unsigned.request, scheme="http", now=time.time(),
+                                                   secrets={"stripe": [RECEIVER_SECRETS["STRIPE_WEBHOOK_SECRET"]]}))
+        assert unsigned.webhook is not None and unsigned.webhook.signature is Signature.UNSIGNED
+        module = _module(tmp_path, [unsigned])
+        assert "# it came unsigned: sent unsigned, as captured" in module.read_text()
+        verifying = _run(module, right.url)
+        assert "1 passed" in verifying.stdout and verifying.returncode == 0, verifying.stdout + verifying.stderr
+        assert not any("stripe-signature" in r.lower_headers() for r in right.received)
+    with _service("lax") as lax:
+        accepting = _run(module, lax.url)
+    assert "1 failed" in accepting.stdout, accepting.stdout + accepting.stderr
+    assert ("AssertionError: expected 4xx: it came unsigned, and Stripe signs every delivery (Stripe-Signature): a "
+            "receiver refuses it; captured 200; the service answered 'ok'") in accepting.stdout, accepting.stdout
+
+
 @pytest.mark.parametrize("echo", ["text", "json", "form"])
 def test_a_slack_url_verification_passes_only_when_the_challenge_is_echoed(tmp_path: Path, echo: str) -> None:
     with _service("right", echo) as right:
