@@ -31,14 +31,11 @@ from devtunnel.webhooks import Delivery, Signature, by_name, judge
 from devtunnel.webhooks.samples import sample
 from tests.kit.exchanges import make_exchange, make_response
 from tests.kit.servers import LocalServer, Received, Reply, http_server
+from tests.export.test_pytest_forged import PATHS, SENT  # one delivery of each built-in provider
 from tests.webhooks.receivers import RECEIVER_SECRETS, _verify
 
 pytestmark = pytest.mark.timeout(300)
 
-SENT = [("stripe", "invoice.paid"), ("github", "push"), ("shopify", "orders/create"), ("standard", "user.created"),
-        ("slack", "event_callback"), ("twilio", "sms.received")]
-PATHS = {"stripe": "/webhooks/stripe", "github": "/webhooks/github", "shopify": "/webhooks/shopify",
-         "standard": "/webhooks/standard", "slack": "/slack/events", "twilio": "/twilio/sms"}
 WHY = {"stripe": "Stripe retries a delivery not answered 2xx", "github": "GitHub records a delivery not answered 2xx as failed",
        "shopify": "Shopify retries a delivery not answered 2xx",
        "standard": "a Standard Webhooks sender retries a delivery not answered 2xx",
