@@ -658,7 +658,11 @@ def test_ngrok_s_header_flags_edit_the_traffic_at_the_relay(home: Home, procs: l
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--request-header-add", "X-Env"], "--request-header-add 'X-Env' is not NAME:VALUE"),
+    (["--request-header-add", "X-Env"], "--request-header-add #1 ('X-Env') is not NAME:VALUE"),
+    # Its colon forgotten, a credential was said whole: named by its place and first word only.
+    (["--request-header-add", "X-A: 1", "--request-header-add", "Authorization Bearer sk_live_0123456789abcdef"],
+     "--request-header-add #2 ('Authorization' and what follows it) is not NAME:VALUE"),
+    (["--request-header-add", "sk_live_0123456789abcdef0123"], "--request-header-add #1 (one word of 28 characters)"),
     (["--request-header-add", "X-A: 1", "--request-header-add", "x-a: 2"], "x-a is added twice"),
     (["--response-header-add", "Bad Name: 1"], "--response-header-add: 'Bad Name' is not a valid header name"),
     (["--request-header-remove", "Transfer-Encoding"], "Transfer-Encoding says how the message is framed"),
@@ -667,7 +671,7 @@ def test_ngrok_s_header_flags_edit_the_traffic_at_the_relay(home: Home, procs: l
 def test_ngrok_s_header_flags_that_cannot_be_made_exit_2_with_one_line(home: Home, flags: list[str], message: str) -> None:
     done = home.cli("http", "8080", *flags, "--no-tui")
     assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
-    assert message in done.stderr and "Traceback" not in done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr and "sk_live" not in done.stderr
 
 
 def test_ngrok_s_file_serving_target_says_how_to_serve_the_folder_here_and_that_works(

@@ -11,7 +11,10 @@ The tunnel protocol is a byte stream (message boundaries mean nothing), so a mes
 on as its bytes arrive, never joined: once the connection is open, the agent reads the relay's
 data frames itself (``_FrameReader``), and what each read of the socket brought goes to
 ``on_message``, the WebSocket headers cut out. A relay that never ends a message, or sends
-frames of ``MAX_FRAME`` bytes, cannot make the agent hold them. (``websockets`` reads a whole
+frames of ``MAX_FRAME`` bytes, cannot make the agent hold them once the reader took over: at the
+first read after the handshake that starts between two frames. (A relay that makes every read
+end inside a frame from its handshake's answer on, which no devtunnel relay does, keeps
+``websockets`` reading, a whole frame of up to ``MAX_FRAME`` bytes at a time.) (``websockets`` reads a whole
 frame into its buffer before handing it on, and the tunnel protocol then parsed all of it at
 once: uploads sent in frames of 60 MiB raised the agent's peak memory by 210 MiB more than the
 same uploads in frames of 1 MiB.) Control frames (PING, PONG, CLOSE: 125 bytes at most) still

@@ -113,6 +113,13 @@ class Row:
         UTF-8 a surrogate that ``values.terminal.escape`` shows as ``\\xNN``. Escape it."""
         return self.target if self.raw_target is None else read_utf8(self.raw_target)
 
+    def display_target_head(self, limit: int) -> str:
+        """The first ``limit`` characters of ``display_target``, read from no more of the target's
+        bytes than they can take (4 a character): a view's, of a captured target of megabytes."""
+        if self.raw_target is None:
+            return self.target[:limit]
+        return read_utf8(self.raw_target[: 4 * limit])[:limit]
+
 
 # --- header blobs: a count, every length, then the bytes, so any byte survives and ---------------
 # --- decoding is two C-speed calls and some slicing (SQL filters decode one per row) -------------

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from devtunnel.values.http1 import is_token
-from devtunnel.values.terminal import quoted
+from devtunnel.values.terminal import clipped, quoted
 
 __all__ = ["header_edits_table", "ngrok_header_rules", "ngrok_protection_rules"]
 
@@ -73,9 +73,9 @@ def header_edits_table(request_add: Sequence[str] = (), request_remove: Sequence
             ("response", response_add, response_remove, keys[2], keys[3])):
         spec: dict[str, Any] = {}
         edits: dict[str, str] = {}
-        for item in adds:
+        for number, item in enumerate(adds, 1):
             if not isinstance(item, str) or ":" not in item or not item.split(":", 1)[0].strip():
-                raise ValueError(f"{add_key} {quoted(item)} is not NAME:VALUE")
+                raise ValueError(f"{add_key} {_named_only(item, number)} is not NAME:VALUE")
             name, value = (part.strip() for part in item.split(":", 1))
             if name.lower() in (known.lower() for known in edits):
                 # Named without its value: a value added is often a token (``hide_secrets``).
@@ -113,3 +113,17 @@ def ngrok_header_rules(body: dict[str, Any]) -> tuple[dict[str, Any], ...]:
             lists.append(items)
     table = header_edits_table(*lists)
     return () if table is None else (table,)
+
+
+def _named_only(item: object, number: int) -> str:
+    """An addition that is not NAME:VALUE, as an error names it: by its place and its first word
+    (the header's name, its colon forgotten), never the rest (``Authorization Bearer TOKEN``
+    holds the token); one word alone only when it is short enough to be a name, not a token."""
+    if not isinstance(item, str):
+        return f"#{number} (a {type(item).__name__}, not text)"
+    words = item.split(None, 1)
+    if len(words) > 1:
+        return f"#{number} ({quoted(clipped(words[0], 40))} and what follows it)"
+    if words and len(words[0]) <= 24:
+        return f"#{number} ({quoted(words[0])})"
+    return f"#{number} (one word of {len(item.strip())} characters)"

@@ -47,10 +47,17 @@ def format_duration(seconds: float | None) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
+PATH_SHOWN = 2048
+"""Characters of a target the PATH column escapes and measures at most: more than any terminal's
+width (escaping only lengthens), and a captured target of a megabyte is not escaped whole for
+each paint and for the column's width."""
+
+
 def path_text(row: Row) -> str:
-    """What the PATH column shows of ``row``: its mark (a replay, a rule's) and its target, escaped."""
+    """What the PATH column shows of ``row``: its mark (a replay, a rule's) and its target, escaped
+    (its first ``PATH_SHOWN`` characters)."""
     # ↻ a replay, ✎ sent with changes, s signed afresh; ⊘ or → decided by a rule at the relay
-    return path_mark(row) + printable(row.display_target)
+    return path_mark(row) + printable(row.display_target_head(PATH_SHOWN))
 
 
 @dataclass(frozen=True)
