@@ -163,41 +163,37 @@ class RequestTable(ScrollView, can_focus=True):
     following: reactive[bool] = reactive(True)
     """True while the cursor sticks to the newest request."""
 
-    class Highlighted(Message):
+    class _Said(Message):
+        """A message of the table's: ``control`` is the table (what ``on_...`` handlers filter by)."""
+
+        def __init__(self, table: RequestTable) -> None:
+            super().__init__()
+            self.table = table
+
+        @property
+        def control(self) -> RequestTable:
+            return self.table
+
+    class Highlighted(_Said):
         """The cursor moved to another request."""
 
         def __init__(self, table: RequestTable, exchange_id: str | None) -> None:
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.exchange_id = exchange_id
 
-        @property
-        def control(self) -> RequestTable:
-            return self.table
-
-    class Selected(Message):
+    class Selected(_Said):
         """Enter (or a double click) on a request."""
 
         def __init__(self, table: RequestTable, exchange_id: str) -> None:
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.exchange_id = exchange_id
 
-        @property
-        def control(self) -> RequestTable:
-            return self.table
-
-    class FollowChanged(Message):
+    class FollowChanged(_Said):
         """Following live traffic was paused or resumed."""
 
         def __init__(self, table: RequestTable, following: bool) -> None:
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.following = following
-
-        @property
-        def control(self) -> RequestTable:
-            return self.table
 
     WINDOW_ROWS = 1024
     """Rows kept in memory around the view (the window), whatever the size of the list."""
