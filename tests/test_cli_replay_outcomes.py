@@ -20,6 +20,8 @@ from typing import Any
 from hypothesis import given, strategies as st
 
 from devtunnel.agent.app_runner import app_json
+from devtunnel.agent.config import TunnelConfig
+from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.agent.children import ChildState
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Store
@@ -251,30 +253,45 @@ def test_a_replayed_github_delivery_with_both_headers_gets_both_fresh(tmp_path: 
 # Waiting out an app's hold (the agent's state, from its API) ----------------------------------------
 
 
-def _agent_listing(state: ChildState, target_url: str, hold: float) -> dict[str, Any]:
+def _agent_listing(state: ChildState, target_url: str, hold: float, ready_count: int | None) -> dict[str, Any]:
     """``/api/tunnels`` of a running agent with one tunnel, ``web`` (to ``target_url``), whose app
-    devtunnel runs with ``hold`` is in ``state``: the JSON the agent writes (its ``tunnel_json``
-    and ``app_json``, which escape the app's message)."""
+    devtunnel runs with ``hold`` is in ``state``, ready ``ready_count`` times so far (None: an
+    agent from before ``ready_count``): the JSON the agent writes (its ``tunnel_json`` and
+    ``app_json``, which escape the app's message)."""
+    app = app_json(state, command="app", health=None, hold=hold, log_lines=0, ready_count=ready_count or 0)
+    if ready_count is None:
+        del app["ready_count"]
     facts = SimpleNamespace(name="web", public_url="http://web.localhost:1", target_url=target_url, state="online",
                             error=None, next_retry_at=None, requests=1, config=None, via=None, pool_members=None,
-                            waiting=0, hints=(), app=app_json(state, command="app", health=None, hold=hold, log_lines=0))
+                            waiting=0, hints=(), app=app)
     return {"tunnels": [tunnel_json(facts)], "uri": "/api/tunnels"}
 
 
-def _replay_held_off(tmp_path: Path, state: ChildState) -> tuple[subprocess.CompletedProcess[str], str]:
+def test_the_agent_api_says_a_tunnels_hold_at_the_tunnel_with_run_or_without() -> None:
+    def listed(config: TunnelConfig, app: dict[str, Any] | None = None) -> Any:
+        return tunnel_json(TunnelInfo(name="web", public_url=None, target_url="http://127.0.0.1:8080",
+                                      state=TunnelState.ONLINE, config=config, app=app, waiting=2))["hold"]
+
+    assert listed(TunnelConfig("8080")) is None
+    assert listed(TunnelConfig("8080", hold=30.0)) == {"timeout": 30.0, "waiting": 2}  # no app: it was nowhere
+    app = app_json(ChildState(state="ready"), command="app", health=None, hold=30.0, log_lines=0, ready_count=1)
+    assert listed(TunnelConfig("8080", run="app", hold=30.0), app) == {"timeout": 30.0, "waiting": 2}
+    assert listed(TunnelConfig("8080", run="app"), {**app, "hold": 0.0}) is None
+
+
+def _replay_held_off(tmp_path: Path, state: ChildState, ready_count: int | None) -> tuple[subprocess.CompletedProcess[str], str]:
     """``devtunnel replay`` of a capture of tunnel ``web`` while a stand-in for the running agent's
     API on loopback (its port in devtunnel.toml, where the command looks) says the app is in
-    ``state``, with a hold of 0.3 s: what the command printed, and ``show`` of the replay."""
+    ``state`` (``_agent_listing``), with a hold of 0.3 s: what the command printed, and ``show`` of the replay."""
     target = f"http://127.0.0.1:{free_port()}"
     original = make_exchange("POST", "/hooks/order", [("Host", "web.localhost"), ("Content-Length", "2")], b"{}",
                              make_response(200, [("Content-Length", "0")], b""), tunnel="web", target_url=target)
     put(tmp_path, original)
-    listing = _agent_listing(state, target, 0.3)
+    listing = _agent_listing(state, target, 0.3, ready_count)
     with http_server(lambda request: Reply.json(listing) if request.path == "/api/tunnels" else Reply(404)) as agent:
         (tmp_path / "devtunnel.toml").write_text(f"[agent]\napi_port = {agent.url.rsplit(':', 1)[1]}\n")
         done = run(tmp_path, "replay", original.id)
     assert done.returncode == 1, (done.stdout, done.stderr)
-    assert "tunnel web: its app is not ready; the replay waits for it, up to 0.3 s (--hold)" in done.stderr
     replay_id = done.stdout.split(" -> ", 1)[1].split()[0]
     return done, run(tmp_path, "show", replay_id).stdout
 
@@ -282,20 +299,34 @@ def _replay_held_off(tmp_path: Path, state: ChildState) -> tuple[subprocess.Comp
 def test_a_cli_replay_the_hold_runs_out_on_says_an_app_in_its_first_start_is_not_up_yet(tmp_path: Path) -> None:
     # It said "local app restarting" of an app that had never been ready, where the agent's own
     # held requests say "not up yet".
-    done, shown = _replay_held_off(tmp_path, ChildState(state="starting", message="health /healthz answered 503"))
+    done, shown = _replay_held_off(tmp_path, ChildState(state="starting", message="health /healthz answered 503"), 0)
+    assert "tunnel web: its app is not up yet; the replay waits for it, up to 0.3 s (--hold)" in done.stderr
     reason = "local app not up yet: the app has not come up in 0.3 s (starting: health /healthz answered 503)"
     assert "ERR app_restarting" in done.stdout and f"failed: {reason}\n" in done.stdout, done.stdout
+    assert reason in shown, shown
+
+
+def test_a_cli_replay_the_hold_runs_out_on_says_an_app_that_was_ready_is_restarting_as_the_agent_does(
+        tmp_path: Path) -> None:
+    # It said "local app down" of an app that had been ready, where the agent's own held requests
+    # say "local app restarting": the agent API did not say whether the app was ever ready.
+    state = ChildState(state="starting", restarts=1, message="health /healthz answered 503")
+    done, shown = _replay_held_off(tmp_path, state, 1)
+    assert "tunnel web: its app is restarting; the replay waits for it, up to 0.3 s (--hold)" in done.stderr
+    reason = "local app restarting: the app is still down after 0.3 s (starting: health /healthz answered 503)"
+    assert f"failed: {reason}\n" in done.stdout, done.stdout
     assert reason in shown, shown
 
 
 def test_a_cli_replay_the_hold_runs_out_on_says_the_apps_words_escaped_once_and_no_more_than_it_knows(
         tmp_path: Path) -> None:
     # The app's message, escaped by the agent API, was escaped again: a backslash shown as four.
-    # And an app that restarted may never have been ready: the API does not say, so "restarting"
-    # is not said of it.
+    # And an agent from before ``ready_count`` does not say whether an app that restarted was ever
+    # ready (it may crash each time it starts): "restarting" is not said of it.
     said = "exited with code 1: C:\\srv\\app.py \x1b]0;owned\x07\u202e done\r"
     state = ChildState(state="restarting", restarts=2, exit_code=1, message=restarting_message(said, 0.9))
-    done, shown = _replay_held_off(tmp_path, state)
+    done, shown = _replay_held_off(tmp_path, state, None)
+    assert "tunnel web: its app is not ready; the replay waits for it, up to 0.3 s (--hold)" in done.stderr
     reason = f"local app down: the app is still down after 0.3 s (restarting (2): {said})"
     assert f"failed: {escape(reason)}\n" in done.stdout, done.stdout
     assert "C:\\\\srv\\\\app.py \\x1b]0;owned\\x07\\u202e done\\r)" in done.stdout  # each backslash of the app's: two

@@ -113,8 +113,9 @@ async def health_status(target: Target, path: str, timeout: float = HEALTH_TIMEO
 
 
 def app_json(state: ChildState, *, command: str, health: str | None, hold: float, log_lines: int,
-             waiting: int = 0) -> dict[str, Any]:
-    """The ``app`` object of a tunnel in ``/api/tunnels`` (``waiting``: requests held right now)."""
+             waiting: int = 0, ready_count: int = 0) -> dict[str, Any]:
+    """The ``app`` object of a tunnel in ``/api/tunnels`` (``waiting``: requests held right now;
+    ``ready_count``: how many times the app became ready since the agent started it)."""
     return {
         "command": command,
         "state": state.state,
@@ -127,6 +128,7 @@ def app_json(state: ChildState, *, command: str, health: str | None, hold: float
         "hold": hold,
         "log_lines": log_lines,
         "waiting": waiting,
+        "ready_count": ready_count,
     }
 
 
@@ -216,6 +218,10 @@ class AppRunner:
         """The look for a server the app left on its port as it exited (``_say_left_behind``)."""
         self._starting_since: float | None = None
         """When this run's ready checks began (``time.monotonic``); None while it is not starting."""
+        self.ready_count = 0
+        """How many times the app became ready since the agent started (a restart that never got
+        there does not count): 0 while it has never been, whose requests are told "not up yet"."""
+        self._ready_now = False
         self.child = Child("app", ["/bin/sh", "-c", GUARD, "sh", command], env=environment, cwd=cwd, log=self.log,
                            ready=self._ready, ready_interval=0.1, on_state=self._state_changed,
                            before_start=self._port_taken, restart="on-failure",
@@ -300,6 +306,9 @@ class AppRunner:
     def _state_changed(self, state: ChildState) -> None:
         if state.state != "starting":
             self._starting_since = None
+        if state.state == "ready" and not self._ready_now:  # (a note while ready says it again)
+            self.ready_count += 1
+        self._ready_now = state.state == "ready"
         if state.state == "crashed" and state.exit_code in _SHELL_HINTS:
             self.log.add("devtunnel", _SHELL_HINTS[state.exit_code])
         if state.state == "exited" and self._left_behind is None:
@@ -359,4 +368,5 @@ class AppRunner:
     def json(self, hold: float) -> dict[str, Any]:
         """The ``app`` object of ``/api/tunnels``."""
         return app_json(self.child.state, command=self.command, health=self.health, hold=hold,
-                        log_lines=len(self.log), waiting=self.gate.waiting if self.gate is not None else 0)
+                        log_lines=len(self.log), waiting=self.gate.waiting if self.gate is not None else 0,
+                        ready_count=self.ready_count)

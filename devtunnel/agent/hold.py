@@ -23,7 +23,9 @@ of the app gets (``sent_in_run``), a crash with it in the app is its own, which 
 counts against it.
 
 A request sent to the tunnel's target from outside the tunnel (a replay the agent API sends)
-waits at the same gate, in the same queue, with :meth:`HoldGate.turn`.
+waits at the same gate, in the same queue, with :meth:`HoldGate.turn`. ``devtunnel replay``, in a
+process of its own, waits by the same rule: the agent API says the hold and the app's state, and
+:func:`target_listens` asks the target as the gate does.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-__all__ = ["APP_DOWN", "APP_NOT_UP", "APP_RESTARTING", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW", "RETRY_INTERVAL",
-           "HeldFor", "HoldExpired", "HoldGate", "still_down"]
+__all__ = ["APP_DOWN", "APP_NOT_UP", "APP_RESTARTING", "CONNECT_TIMEOUT", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW",
+           "RETRY_INTERVAL", "HeldFor", "HoldExpired", "HoldGate", "open_target", "still_down", "still_refused",
+           "target_listens"]
 
 MAX_WAITING = 1000
 """Requests one tunnel holds at most; more are answered 503 at once."""
@@ -70,7 +73,7 @@ the event loop saw the connection made. Either way the request was never sent: i
 a refusal."""
 
 CONNECT_TIMEOUT = 10.0
-"""Seconds ``turn`` waits for the target to accept the connection it asks the gate for."""
+"""Seconds a request from outside the tunnel waits for its target to accept a connection (``open_target``)."""
 
 C = TypeVar("C")
 
@@ -113,6 +116,45 @@ def still_down(hold: float, state: str = "", *, came_up: bool | None = True) -> 
     if not came_up:
         return f"{APP_NOT_UP}: the app has not come up in {hold:g} s{said}"
     return f"{APP_RESTARTING}: the app is still down after {hold:g} s{said}"
+
+
+def still_refused(hold: float) -> str:
+    """What a request held ``hold`` seconds is told when the app is not known down but its target
+    still refuses connections (a tunnel without ``--run``, or an app said ready that does not listen)."""
+    return f"{APP_RESTARTING}: the app still refuses connections after {hold:g} s"
+
+
+async def open_target(host: str, port: int) -> asyncio.StreamWriter:
+    """A connection to a tunnel's target at ``host:port`` for a request from outside the tunnel
+    (``HoldGate.turn``), within ``CONNECT_TIMEOUT``.
+
+    Raises:
+        ConnectionRefusedError, ConnectionResetError: nothing listens there (``NOT_LISTENING``):
+            the request is held.
+        OSError: any other failure, ``TimeoutError`` included: nothing is held for it.
+    """
+    async with asyncio.timeout(CONNECT_TIMEOUT):
+        _, writer = await asyncio.open_connection(host, port)
+    return writer
+
+
+async def target_listens(host: str, port: int) -> bool:
+    """Whether the target at ``host:port`` accepts a connection, asked as the gate asks it for a
+    request from outside the tunnel (``open_target``; the connection is closed at once): False
+    when nothing listens there, where the gate holds the request and asks again every
+    ``RETRY_INTERVAL``, at most the hold.
+
+    Raises:
+        OSError: as ``open_target``: a failure the gate holds nothing for.
+    """
+    try:
+        writer = await open_target(host, port)
+    except NOT_LISTENING:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 class HoldExpired(Exception):
@@ -346,7 +388,7 @@ class HoldGate:
             raise HoldExpired(f"{APP_RESTARTING}: the app is back, but did not answer the requests held before this"
                               f" one within {self.hold:g} s (they are sent {self.release_window} at a time)")
         if not self.app_down:
-            raise HoldExpired(f"{APP_RESTARTING}: the app still refuses connections after {self.hold:g} s")
+            raise HoldExpired(still_refused(self.hold))
         # Its state says why (``starting: the app says it listens on ...``, a crash's last line).
         came_up = self.down_words == APP_RESTARTING
         raise HoldExpired(still_down(self.hold, self.app_state, came_up=came_up),
@@ -367,9 +409,7 @@ class HoldGate:
             HoldExpired: as ``connect``; nothing was sent.
         """
         async def connect() -> asyncio.StreamWriter:
-            async with asyncio.timeout(CONNECT_TIMEOUT):  # (TimeoutError is an OSError: left to the sender)
-                _, writer = await asyncio.open_connection(host, port)
-            return writer
+            return await open_target(host, port)  # (TimeoutError is an OSError: left to the sender)
 
         conn: asyncio.StreamWriter | None
         try:

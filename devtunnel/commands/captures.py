@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import math
 import os
 import re
 import stat
@@ -24,6 +25,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import And, Not, excerpt, leaves, parse
@@ -64,7 +66,7 @@ from devtunnel.export import BY_START_TIME, EXPORTERS, PIECES, options_of
 from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
 from devtunnel.agent.exchange_log import line_start, request_line, verdict_line
-from devtunnel.agent.hold import RETRY_INTERVAL, still_down
+from devtunnel.agent.hold import CONNECT_TIMEOUT, RETRY_INTERVAL, still_down, still_refused, target_listens
 from devtunnel.commands.agent_api import TIMEOUT as AGENT_TIMEOUT, candidates, get
 from devtunnel.replay import not_recorded, once_per_delivery, replay_many
 from devtunnel.values.exchange_ids import id_time, time_prefix
@@ -1011,17 +1013,36 @@ def _outcome_lines(original: Exchange, result: Exchange, ignore_headers: list[st
 
 _APP_DOWN = ("starting", "crashed", "restarting")
 """The states of an app devtunnel runs that come back by themselves (``values.app_state``): a
-tunnel with ``--hold`` holds its requests while its app is in one."""
+tunnel with ``--hold`` holds its requests while its app is in one. In another than these and
+``ready`` (``exited``, ``failed``) it will not come back by itself, and nothing is held for it."""
 
 
-def _apps_down(args: argparse.Namespace, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[tuple[str, int], float]]:
-    """Of the tunnels ``wanted`` (name, target), those a running agent runs with ``--hold`` and
-    whose app is down: where that agent's API is, and the hold. Empty when no agent answers."""
+def _hold_of(tunnel: dict[str, Any]) -> float:
+    """The seconds a tunnel of ``/api/tunnels`` holds its requests (its ``hold``'s ``timeout``; an
+    agent from before that field says it only of an app, as ``app.hold``); 0: it holds none."""
+    for holder, key in ((tunnel.get("hold"), "timeout"), (tunnel.get("app"), "hold")):
+        value = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            return float(value)
+    return 0.0
+
+
+def _held_tunnels(args: argparse.Namespace, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[tuple[str, int], float]]:
+    """Of the tunnels ``wanted`` (name, target), those a running agent holds requests for
+    (``--hold``): where that agent's API is, and the hold. Empty when no agent answers."""
     found: dict[tuple[str, str], tuple[tuple[str, int], float]] = {}
     for place in candidates(None, settings_of(args).agent.api_port):
-        for key, hold in _held_apps(place, wanted).items():
-            found.setdefault(key, (place, hold))
+        for tunnel in _tunnels(place):
+            key = _key_of(tunnel)
+            if key in wanted and (hold := _hold_of(tunnel)) > 0:
+                found.setdefault(key, (place, hold))
     return found
+
+
+def _key_of(tunnel: dict[str, Any]) -> tuple[str, str] | None:
+    """A tunnel of ``/api/tunnels`` as (name, target), or None when it says no target."""
+    config = tunnel.get("config")
+    return (str(tunnel.get("name")), str(config.get("addr"))) if isinstance(config, dict) else None
 
 
 def _tunnels(place: tuple[str, int]) -> list[dict[str, Any]]:
@@ -1041,60 +1062,100 @@ def _tunnels(place: tuple[str, int]) -> list[dict[str, Any]]:
     return [t for t in tunnels if isinstance(t, dict)] if isinstance(tunnels, list) else []
 
 
-def _held_apps(place: tuple[str, int], wanted: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """Of the tunnels ``wanted`` (name, target), those the agent at ``place`` runs with
-    ``--hold`` whose app is down (``_APP_DOWN``), with their hold; empty when it does not answer."""
-    held: dict[tuple[str, str], float] = {}
-    for tunnel in _tunnels(place):
-        app, config = tunnel.get("app"), tunnel.get("config")
-        if not isinstance(app, dict) or not isinstance(config, dict):
-            continue
-        key, hold = (str(tunnel.get("name")), str(config.get("addr"))), app.get("hold")
-        if (key in wanted and isinstance(hold, int | float) and not isinstance(hold, bool) and hold > 0
-                and app.get("state") in _APP_DOWN):
-            held[key] = float(hold)
-    return held
-
-
 def _wait_for_apps(args: argparse.Namespace, originals: list[Exchange]) -> dict[tuple[str, str], tuple[float, str]]:
-    """Wait while a running agent says the app of an exchange's tunnel is down, and the tunnel
-    holds its requests (``--hold``): at most the hold, as its requests wait. For each tunnel
-    (name, target) waited for: the seconds waited, and the reason a held request is given when
-    the hold ran out first (``hold.still_down``), else ''. Without a running agent: nothing."""
+    """Wait as a request of an exchange's tunnel waits at its gate when a running agent holds that
+    tunnel's requests (``--hold``, ``agent/hold.py``): while its app (``--run``) is down, as the
+    agent says, and while its target refuses connections, asked as the gate asks it
+    (``hold.target_listens``); at most the hold. For each tunnel (name, target) waited for: the
+    seconds waited, and the reason a held request is given when the hold ran out first
+    (``hold.still_down``, ``hold.still_refused``), else ''. Without a running agent: nothing."""
     wanted = {(o.tunnel, o.target_url) for o in originals if o.target_url}
-    down = _apps_down(args, wanted) if wanted else {}
+    held = _held_tunnels(args, wanted) if wanted else {}
     waited: dict[tuple[str, str], tuple[float, str]] = {}
     start = time.monotonic()
-    for (name, target), (place, hold) in down.items():
-        err(f"tunnel {name}: its app is not ready; the replay waits for it, up to {hold:g} s (--hold)")
-        reason = ""
-        while _held_apps(place, {(name, target)}):
-            if time.monotonic() >= start + hold:
-                reason = _still_down(place, name, hold)
-                break
-            time.sleep(RETRY_INTERVAL)
-        waited[(name, target)] = (time.monotonic() - start, reason)
+    for (name, target), (place, hold) in held.items():
+        reason = _wait_for_tunnel(name, target, place, hold, start + hold)
+        if reason is not None:
+            waited[(name, target)] = (time.monotonic() - start, reason)
     return waited
 
 
-def _still_down(place: tuple[str, int], name: str, hold: float) -> str:
-    """The reason a replay the hold ran out on is given (``hold.still_down``), with the state of
-    tunnel ``name``'s app as the agent at ``place`` says it, in the words the agent's own held
-    requests get (``restarting (2): exited with code 1: ...``).
+def _wait_for_tunnel(name: str, target: str, place: tuple[str, int], hold: float, deadline: float) -> str | None:
+    """Wait for tunnel ``name`` (to ``target``) of the agent at ``place`` as its gate waits, until
+    ``deadline`` (``time.monotonic``): None if it did not wait, '' once it waited and the app and
+    target are up (or the agent holds nothing more), else the reason its held requests are given.
+    Each thing it waits for is said on stderr once."""
+    address = _probe_address(target)
+    said: list[str] = []
+    while True:
+        tunnel = next((t for t in _tunnels(place) if _key_of(t) == (name, target)), None)
+        if tunnel is None or _hold_of(tunnel) <= 0 or tunnel.get("state") == "stopped":
+            break  # the agent holds nothing for it now: sent as it would be without one
+        app = tunnel.get("app") if isinstance(tunnel.get("app"), dict) else None
+        if app is not None and app.get("state") in _APP_DOWN:
+            words = {False: "not up yet", True: "restarting", None: "not ready"}[_came_up(app)]
+            waits, why = f"its app is {words}; the replay waits for it", _still_down(app, hold)
+        elif (app is not None and app.get("state") != "ready") or address is None:
+            break  # it will not come back by itself (exited, failed): held for nothing
+        else:
+            host, port = address
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            try:
+                if asyncio.run(target_listens(host, port)):
+                    break
+            except OSError as exc:  # not a refusal: the gate holds nothing for it, the replay fails as it fails
+                failed = f"no answer in {CONNECT_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+                err(f"tunnel {name}: connecting to its target {where} failed ({escape(failed)}): not waited for"
+                    " (the tunnel holds requests only while its target refuses them)")
+                break
+            waits = f"its target {where} refuses connections; the replay waits for it to accept one"
+            why = still_refused(hold)
+        if waits not in said:
+            err(f"tunnel {name}: {waits}, up to {hold:g} s (--hold)")
+            said.append(waits)
+        if time.monotonic() >= deadline:
+            return why
+        time.sleep(RETRY_INTERVAL)
+    return "" if said else None
 
-    The agent API does not say whether the app was ever ready: only an app in its first start
-    (``starting``, never restarted) surely was not ("not up yet"). One that restarted may have
-    crashed each time it started, so it is not said to be restarting either: it is "down"."""
-    apps = [t.get("app") for t in _tunnels(place) if t.get("name") == name]
-    app = apps[0] if len(apps) == 1 else None
-    if not isinstance(app, dict) or not isinstance(app.get("state"), str):
+
+def _probe_address(target: str) -> tuple[str, int] | None:
+    """Where a replay to ``target`` connects (``replay``: a localhost name over http at 127.0.0.1),
+    or None when ``target`` is no URL with a host."""
+    try:
+        parts = urlsplit(target)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return ("127.0.0.1" if parts.scheme == "http" and is_localhost_name(parts.hostname) else parts.hostname), port
+
+
+def _came_up(app: dict[str, Any]) -> bool | None:
+    """Whether the app of ``/api/tunnels`` was ever ready in this run of the agent (its
+    ``ready_count``). An agent from before that field does not say: then only an app in its first
+    start (``starting``, never restarted) surely was not, and one that restarted is not known
+    (it may have crashed each time it started): None."""
+    count = app.get("ready_count")
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count > 0
+    return False if app.get("state") == "starting" and app.get("restarts") == 0 else None
+
+
+def _still_down(app: dict[str, Any], hold: float) -> str:
+    """The reason a replay the hold ran out on is given while the app is down (``hold.still_down``),
+    with its state as the agent API said it, in the words the agent's own held requests get:
+    ``local app restarting: the app is still down after 30 s (restarting (2): exited with code 1: ...)``,
+    ``local app not up yet`` for an app never ready, ``local app down`` when that is not known."""
+    if not isinstance(app.get("state"), str):
         return still_down(hold, came_up=None)
     restarts, exit_code, message = app.get("restarts"), app.get("exit_code"), app.get("message")
-    restarts = restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else None
-    state = app_state_words(app["state"], restarts=restarts or 0,
+    restarts = restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else 0
+    state = app_state_words(app["state"], restarts=restarts,
                             exit_code=exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None,
                             message=_unescaped(message) if isinstance(message, str) else "")
-    return still_down(hold, state, came_up=False if app["state"] == "starting" and restarts == 0 else None)
+    return still_down(hold, state, came_up=_came_up(app))
 
 
 _ESCAPED = re.compile(r"\\(?:([\\tnr])|x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))")

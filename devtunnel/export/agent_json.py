@@ -166,6 +166,9 @@ class PoolFacts(Protocol):
     @property
     def table(self) -> str | None: ...
 
+    @property
+    def hold(self) -> float: ...
+
 
 class TunnelFacts(Protocol):
     """What ``tunnel_json`` reads of a tunnel (``agent.info.TunnelInfo``; the pure core cannot
@@ -203,9 +206,10 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
     """A ``TunnelInfo`` in ngrok's tunnel shape, plus devtunnel's ``state``, ``error``, ``next_retry_at``
     and ``via`` (the public URL's provider and its process, or null); and ``pool``;
     and ``app`` (the app devtunnel runs for the tunnel: ``command state pid restarts exit_code message
-    since health hold log_lines waiting``, or null); ``waiting``, the requests held right now
-    (``--hold``: for the app, or for a target that refuses); and ``hints``, the lines the agent's log said
-    about a dev server refusing the tunnel (``Vite refused the Host ...``), oldest first.
+    since health hold log_lines waiting ready_count``, or null); ``waiting``, the requests held right now
+    (``--hold``: for the app, or for a target that refuses); ``hold``, the tunnel's hold (``_hold_json``),
+    with ``--run`` or without; and ``hints``, the lines the agent's log said about a dev server refusing
+    the tunnel (``Vite refused the Host ...``), oldest first.
 
     ``pool`` is null for a tunnel holding its name alone; for one sharing it (``--pool``) it is
     ``{"members": N}``, the agents sharing the name as the relay last said (null while offline).
@@ -233,8 +237,24 @@ def tunnel_json(info: TunnelFacts) -> dict[str, Any]:
         "pool": None if info.config is None or not info.config.pool else {"members": info.pool_members},
         "app": None if info.app is None else _app_json(info.app),
         "waiting": info.waiting,
+        "hold": _hold_json(info),
         "hints": [escape(line) for line in info.hints],
     }
+
+
+def _hold_json(info: TunnelFacts) -> dict[str, Any] | None:
+    """``{"timeout": S, "waiting": N}``: the seconds a request waits at most while the tunnel's app
+    (``--run``) is down or its target refuses, and the requests waiting now; null without a hold.
+
+    Nothing says whether the target is up: the agent learns it only when a request finds it
+    refusing (a client probes it, as ``devtunnel replay`` does), and the app's state is ``app``'s."""
+    if info.config is not None:
+        hold: object = info.config.hold
+    else:  # (a snapshot without its configuration: the app's, if any)
+        hold = info.app.get("hold") if info.app is not None else None
+    if not isinstance(hold, int | float) or isinstance(hold, bool) or not hold > 0:
+        return None
+    return {"timeout": float(hold), "waiting": info.waiting}
 
 
 def _via_json(status: ViaFacts | None) -> dict[str, Any] | None:

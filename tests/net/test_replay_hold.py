@@ -2,7 +2,9 @@
 requests do: the agent API's replay (the inspector's r and e) at the tunnel's gate, ``devtunnel
 replay`` by asking the running agent. A real ``devtunnel up`` runs a real app (``app_fixture.py``)
 that the test crashes and lets come back: it is ready when its health path answers 200, which it
-does only while a file exists."""
+does only while a file exists. A tunnel with ``--hold`` and no ``--run`` holds its requests while
+its target refuses: a real ``devtunnel http`` to a service the test starts late, the same
+``app_fixture.py`` listening once a file exists, and ``devtunnel replay`` waits for it too."""
 
 from __future__ import annotations
 
@@ -43,10 +45,7 @@ class Project:
         if ready:
             self.ready.touch()
         self.db = root / "c.db"
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(root / ".xdg"),
-                    "XDG_STATE_HOME": str(root / ".xdg-state")}
-        for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"):
-            self.env.pop(name, None)
+        self.env = _env(root)
         (root / "devtunnel.toml").write_text(f"""[agent]
 api_port = {self.api.rsplit(":", 1)[1]}
 
@@ -104,6 +103,14 @@ hold = "{hold}"
                               timeout=90, env=self.env, cwd=self.root)
 
 
+def _env(root: Path) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(root / ".xdg"),
+           "XDG_STATE_HOME": str(root / ".xdg-state")}
+    for name in ("DEVTUNNEL_RELAY", "DEVTUNNEL_TOKEN", "DEVTUNNEL_CONFIG", "DEVTUNNEL_DB"):
+        env.pop(name, None)
+    return env
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Any]:
     started: list[Project] = []
@@ -145,6 +152,8 @@ def test_an_api_replay_waits_while_the_app_is_down_and_is_sent_once_it_is_back(p
     # Held at the tunnel's gate, counted with the tunnel's held requests: not answered 'refused'.
     wait_for(lambda: p.tunnel()["waiting"] == 1, what="the replay held")
     assert not answers and p.tunnel()["app"]["state"] != "ready"
+    # The tunnel says its hold as a tunnel without --run does, and its app's as it always did.
+    assert p.tunnel()["hold"] == {"timeout": 60.0, "waiting": 1} and p.tunnel()["app"]["hold"] == 60.0
     events.append("app back")
     p.bring_back()
     thread.join(90)
@@ -168,7 +177,9 @@ def test_a_cli_replay_waits_for_the_app_the_running_agent_holds_requests_for(pro
     original = p.capture()
     p.take_down()
     cli = Proc([*DEVTUNNEL, "--db", str(p.db), "replay", original["id"], "--json"], p.env, cwd=p.root)
-    cli.line(lambda l: "its app is not ready; the replay waits for it, up to 60 s (--hold)" in l, lines="err")
+    # (an app that was ready, and went down: the agent's held requests say it is restarting)
+    cli.line(lambda l: "tunnel web: its app is restarting; the replay waits for it, up to 60 s (--hold)" in l,
+             lines="err")
     assert cli.popen.poll() is None and p.tunnel()["app"]["state"] != "ready"  # it waits: nothing sent yet
     p.bring_back()
     assert cli.wait(90) == 0, (cli.out, cli.err)
@@ -230,10 +241,12 @@ def test_a_replay_the_hold_runs_out_on_fails_as_the_held_requests_do(project: An
     assert cli.returncode == 1, (cli.stdout, cli.stderr)
     [summary] = json.loads(cli.stdout)
     assert summary["error"] == "app_restarting" and summary["status"] is None and summary["held_ms"] > 0
-    # Its reason says the app's state as the agent's does, but not that it restarts: the agent's
-    # API does not say whether an app that restarted was ever ready (one crashing as it starts).
+    # Its reason is the agent's own, word for word: the app was ready once (``ready_count``), so
+    # it restarts. (It said "local app down", not knowing whether the app was ever ready.)
     shown = p.cli("show", summary["id"])
-    assert "local app down: the app is still down after 1 s (starting" in shown.stdout, shown.stdout
+    assert f"{expected}starting" in shown.stdout, shown.stdout
+    assert "tunnel web: its app is restarting; the replay waits for it, up to 1 s (--hold)" in cli.stderr
+    assert p.tunnel()["app"]["ready_count"] == 1
     assert not [line for line in _app_lines(p)[len(log_before):] if "/hooks/order" in line]
 
 
@@ -256,8 +269,141 @@ def test_a_cli_replay_to_an_app_never_up_says_it_has_not_come_up_as_the_held_req
     cli = p.cli("replay", original.id)
     assert cli.returncode == 1, (cli.stdout, cli.stderr)
     assert "ERR app_restarting" in cli.stdout and f"failed: {expected}" in cli.stdout, cli.stdout
+    assert "tunnel web: its app is not up yet; the replay waits for it, up to 1 s (--hold)" in cli.stderr
     assert p.tunnel()["app"]["restarts"] == 0  # (it was never restarted: its first start, all along)
+    assert p.tunnel()["app"]["ready_count"] == 0
 
 
 def _app_lines(p: Project) -> list[str]:
     return [line["text"] for line in httpx.get(f"{p.api}/api/tunnels/web/logs", timeout=10).json()["lines"]]
+
+
+# --hold without --run: requests wait for the target itself ------------------------------------------
+
+
+class HeldTarget:
+    """``devtunnel http PORT --hold HOLD`` without ``--run``, to services the test starts and stops
+    itself (``app_fixture.py``, listening only once its file exists: a service that starts late);
+    devtunnel.toml gives the agent API's port, so ``devtunnel replay`` run there finds the agent."""
+
+    def __init__(self, root: Path, hold: str) -> None:
+        self.root = root
+        self.port = free_port()
+        api_port = free_port()
+        self.api = f"http://127.0.0.1:{api_port}"
+        self.db = root / "c.db"
+        self.env = _env(root)
+        (root / "devtunnel.toml").write_text(f"[agent]\napi_port = {api_port}\n")
+        self.services: list[Proc] = []
+        self.proc = Proc([*DEVTUNNEL, "http", str(self.port), "--hold", hold, "--no-tui", "--db", str(self.db)],
+                         self.env, cwd=root)
+        match = FORWARDING.match(self.proc.line(lambda l: FORWARDING.match(l) is not None))
+        assert match is not None
+        self.relay = f"http://127.0.0.1:{match.group(3)}"
+        self.host = f"{match.group(2)}.localhost:{match.group(3)}"
+        self.proc.line(lambda l: l.startswith("API "))
+
+    def tunnel(self) -> dict[str, Any]:
+        [tunnel] = httpx.get(self.api + "/api/tunnels", timeout=10).json()["tunnels"]
+        return tunnel
+
+    def service(self, listening: bool) -> tuple[Proc, Path]:
+        """A service on the tunnel's port; it listens once the file returned exists."""
+        listen = self.root / f"listen-{len(self.services)}"
+        if listening:
+            listen.touch()
+        service = Proc([sys.executable, str(APP), str(self.port), "--listen-file", str(listen)], self.env)
+        self.services.append(service)
+        if listening:
+            service.line(lambda l: l.startswith("listening on"))
+        return service, listen
+
+    def post(self, path: str) -> httpx.Response:
+        with httpx.Client(timeout=90, trust_env=False) as client:
+            return client.post(self.relay + path, content=b'{"id": 1}', headers={"Host": self.host})
+
+    def record(self, path: str) -> dict[str, Any]:
+        def recorded() -> dict[str, Any] | None:
+            found = httpx.get(self.api + "/api/requests/http", timeout=10).json()["requests"]
+            done = [r for r in found if r["request"]["uri"] == path and (r["response"] is not None or r["error"])]
+            return done[0] if done else None
+
+        return wait_for(recorded, what=f"{path} recorded")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*DEVTUNNEL, "--db", str(self.db), *args], capture_output=True, text=True,
+                              timeout=90, env=self.env, cwd=self.root)
+
+
+@pytest.fixture
+def held_target(tmp_path: Path) -> Iterator[Any]:
+    started: list[HeldTarget] = []
+
+    def start(hold: str = "60s") -> HeldTarget:
+        started.append(HeldTarget(tmp_path, hold))
+        return started[-1]
+
+    yield start
+    for t in started:
+        for service in t.services:
+            service.kill()
+        if t.proc.popen.poll() is None:
+            t.proc.stop(signal.SIGTERM)
+
+
+def test_the_tunnel_json_says_its_hold_without_run(held_target: Any) -> None:
+    # The hold was said only inside ``app``, null without --run: a client saw no hold at all.
+    t = held_target()
+    assert t.tunnel()["app"] is None
+    assert t.tunnel()["hold"] == {"timeout": 60.0, "waiting": 0}
+    _, listen = t.service(listening=False)
+    events: list[str] = []
+    thread, answers = _in_background(events, "answered", lambda: t.post("/hooks/order"))
+    wait_for(lambda: t.tunnel()["hold"]["waiting"] == 1, what="the request held")
+    assert t.tunnel()["waiting"] == 1 and not answers
+    listen.touch()
+    thread.join(90)
+    [answer] = answers
+    assert answer.status_code == 200, answer.text
+    wait_for(lambda: t.tunnel()["hold"] == {"timeout": 60.0, "waiting": 0}, what="nothing held")
+
+
+def test_a_cli_replay_waits_for_a_target_that_starts_late_as_the_tunnel_holds_its_requests(held_target: Any) -> None:
+    # It sent at once, and failed with local_refused, where a request through the tunnel is held
+    # until the port accepts.
+    t = held_target()
+    first, _ = t.service(listening=True)
+    assert t.post("/hooks/order").status_code == 200
+    original = t.record("/hooks/order")
+    first.stop(signal.SIGTERM)
+    _, listen = t.service(listening=False)  # its next run, slow to start
+    cli = Proc([*DEVTUNNEL, "--db", str(t.db), "replay", original["id"], "--json"], t.env, cwd=t.root)
+    said = cli.line(lambda l: "the replay waits" in l, lines="err")
+    assert said == (f"devtunnel: tunnel {original['tunnel_name']}: its target 127.0.0.1:{t.port} refuses"
+                    " connections; the replay waits for it to accept one, up to 60 s (--hold)"), said
+    assert cli.popen.poll() is None  # it waits: nothing sent yet
+    listen.touch()
+    assert cli.wait(90) == 0, (cli.out, cli.err)
+    [summary] = json.loads("\n".join(cli.out))
+    assert summary["status"] == 200 and summary["error"] is None
+    assert summary["held_ms"] > 0 and summary["holding"] is False
+    stored = httpx.get(f"{t.api}/api/requests/http/{summary['id']}", timeout=10).json()
+    assert _body(stored).split()[1] != _body(original).split()[1]  # the late service answered
+
+
+def test_a_cli_replay_to_a_target_that_never_listens_fails_as_the_held_requests_do(held_target: Any) -> None:
+    t = held_target("1s")
+    first, _ = t.service(listening=True)
+    assert t.post("/hooks/order").status_code == 200
+    original = t.record("/hooks/order")
+    first.stop(signal.SIGTERM)
+    held = t.post("/hooks/late")
+    assert held.status_code == 503 and held.headers["X-Devtunnel-Error"] == "app_restarting"
+    reason = "local app restarting: the app still refuses connections after 1 s"
+    assert t.record("/hooks/late")["error_message"] == reason
+    cli = t.cli("replay", original["id"], "--json")
+    assert cli.returncode == 1, (cli.stdout, cli.stderr)
+    assert "refuses connections; the replay waits for it to accept one, up to 1 s (--hold)" in cli.stderr
+    [summary] = json.loads(cli.stdout)
+    assert summary["error"] == "app_restarting" and summary["status"] is None and summary["held_ms"] > 0
+    assert reason in t.cli("show", summary["id"]).stdout
