@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -46,6 +45,7 @@ from devtunnel.capture.store import Store
 from devtunnel.values.exchange_ids import time_prefix
 from devtunnel.replay import not_recorded, replay
 from devtunnel.values.terminal import clipped, quoted
+from devtunnel.values.urls import origin
 
 __all__ = ["routes", "tunnel_filter", "replay_edit", "AgentScope", "SCOPES"]
 
@@ -268,18 +268,6 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
     return result
 
 
-def _origin(url: str) -> tuple[str, str, int] | None:
-    """``url``'s scheme, host and port (the default one when it names none); None if it is no URL."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
-        return None
-    if not parts.hostname or port is None:
-        return None
-    return parts.scheme, parts.hostname.lower(), port
-
-
 def _gate_for(service: Service, tunnel: TunnelInfo | None, destination: str) -> HoldGate | None:
     """The gate a replay to ``destination`` waits at: ``tunnel``'s when it holds requests and
     ``destination`` is its target (a replay sent elsewhere with ``to`` does not wait), else None."""
@@ -288,8 +276,8 @@ def _gate_for(service: Service, tunnel: TunnelInfo | None, destination: str) -> 
     gate = service.hold_gate(tunnel.name)
     if gate is None or gate.hold <= 0:
         return None
-    here = _origin(destination)
-    return gate if here is not None and here == _origin(tunnel.target_url) else None
+    here = origin(destination)
+    return gate if here is not None and here == origin(tunnel.target_url) else None
 
 
 REPLAY_TIMEOUT = 30.0

@@ -25,7 +25,6 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import And, Not, excerpt, leaves, parse
@@ -73,7 +72,7 @@ from devtunnel.values.exchange_ids import id_time, time_prefix
 from devtunnel.values.sizes import format_size
 from devtunnel.values.app_state import app_state_words
 from devtunnel.values.terminal import escape, json_safe, quoted
-from devtunnel.values.urls import is_localhost_name
+from devtunnel.values.urls import is_localhost_name, origin
 from devtunnel.webhooks import expired_signature
 from devtunnel.webhooks.resign import unknown_provider
 from devtunnel.webhooks.context import WebhookContext
@@ -1122,14 +1121,11 @@ def _wait_for_tunnel(name: str, target: str, place: tuple[str, int], hold: float
 def _probe_address(target: str) -> tuple[str, int] | None:
     """Where a replay to ``target`` connects (``replay``: a localhost name over http at 127.0.0.1),
     or None when ``target`` is no URL with a host."""
-    try:
-        parts = urlsplit(target)
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
+    found = origin(target)
+    if found is None:
         return None
-    if not parts.hostname or port is None:
-        return None
-    return ("127.0.0.1" if parts.scheme == "http" and is_localhost_name(parts.hostname) else parts.hostname), port
+    scheme, host, port = found
+    return ("127.0.0.1" if scheme == "http" and is_localhost_name(host) else host), port
 
 
 def _came_up(app: dict[str, Any]) -> bool | None:

@@ -12,7 +12,7 @@ from urllib.parse import SplitResult, urlsplit
 from devtunnel.errors import ConfigError
 from devtunnel.values.relay_url import quoted_url
 
-__all__ = ["is_localhost_name", "split_url"]
+__all__ = ["is_localhost_name", "origin", "split_url"]
 
 
 def split_url(text: str, what: str) -> SplitResult:
@@ -47,3 +47,17 @@ def is_localhost_name(hostname: str) -> bool:
     """
     name = hostname.lower().rstrip(".")
     return name == "localhost" or name.endswith(".localhost")
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """``url``'s scheme, host (lower case) and port (the scheme's default when it names none);
+    None when it is no URL with a host, or no port is known for its scheme."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return parts.scheme, parts.hostname, port
+
