@@ -25,7 +25,7 @@ from devtunnel.agent.info import TunnelInfo, TunnelState
 from devtunnel.agent.children import ChildState
 from devtunnel.capture.model import Exchange
 from devtunnel.capture.store import Store
-from devtunnel.commands.captures import _unescaped
+from devtunnel.values.terminal import unescape
 from devtunnel.export.agent_json import tunnel_json
 from devtunnel.values.app_state import restarting_message
 from devtunnel.values.terminal import escape
@@ -338,8 +338,8 @@ def test_a_cli_replay_the_hold_runs_out_on_says_the_apps_words_escaped_once_and_
 @given(st.text(st.characters(blacklist_categories=["Cs"])))
 def test_the_agent_apis_escaped_text_reads_back_as_it_was_written(text: str) -> None:
     # (``escape`` with its defaults: what the agent API does to an app's message)
-    assert _unescaped(escape(text)) == text
+    assert unescape(escape(text)) == text
 
 
 def test_escaped_text_from_the_agent_api_that_no_store_takes_reads_as_replacement_characters() -> None:
-    assert _unescaped("a\\ud800b \\U00110000 \\q") == "a\ufffdb \\U00110000 \\q"
+    assert unescape("a\\ud800b \\U00110000 \\q") == "a\ufffdb \\U00110000 \\q"

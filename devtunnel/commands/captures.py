@@ -15,7 +15,6 @@ import http.client
 import json
 import math
 import os
-import re
 import stat
 import sys
 import time
@@ -71,7 +70,7 @@ from devtunnel.replay import not_recorded, once_per_delivery, replay_many
 from devtunnel.values.exchange_ids import id_time, time_prefix
 from devtunnel.values.sizes import format_size
 from devtunnel.values.app_state import app_state_words
-from devtunnel.values.terminal import escape, json_safe, quoted
+from devtunnel.values.terminal import escape, quoted, unescape
 from devtunnel.values.urls import is_localhost_name, origin
 from devtunnel.webhooks import expired_signature
 from devtunnel.webhooks.resign import unknown_provider
@@ -1150,27 +1149,8 @@ def _still_down(app: dict[str, Any], hold: float) -> str:
     restarts = restarts if isinstance(restarts, int) and not isinstance(restarts, bool) else 0
     state = app_state_words(app["state"], restarts=restarts,
                             exit_code=exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None,
-                            message=_unescaped(message) if isinstance(message, str) else "")
+                            message=unescape(message) if isinstance(message, str) else "")
     return still_down(hold, state, came_up=_came_up(app))
-
-
-_ESCAPED = re.compile(r"\\(?:([\\tnr])|x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))")
-_NAMED_ESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-
-
-def _unescaped(text: str) -> str:
-    """Text the agent API escaped (``values.terminal.escape``: an app's ``message``) as the app
-    wrote it. A replay's record keeps it so, as the agent's records of its held requests do, and
-    each output escapes it once: kept escaped, it was escaped twice when shown (a backslash of
-    the app's as four). A lone surrogate, which neither the store nor JSON takes, reads as U+FFFD."""
-    def one(found: re.Match[str]) -> str:
-        named, *codes = found.groups()
-        if named is not None:
-            return _NAMED_ESCAPES[named]
-        code = int(next(digits for digits in codes if digits is not None), 16)
-        return chr(code) if code <= sys.maxunicode else found.group(0)
-
-    return json_safe(_ESCAPED.sub(one, text)) if "\\" in text else text
 
 
 async def _send_replays(originals: list[Exchange], args: argparse.Namespace, edit: Edit | None,

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "as_text", "clipped", "display_width", "escape", "escape_bytes", "is_plain", "json_safe", "needs_escape", "quoted", "read_utf8",
-    "read_utf8_json", "traceback_text", "truncate",
+    "read_utf8_json", "traceback_text", "truncate", "unescape",
 ]
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
@@ -138,6 +138,25 @@ def escape(text: str, *, keep: str = "", double_backslash: bool = True) -> str:
         else:
             out.append(ch)  # printable, or a space separator (NBSP, ideographic space)
     return "".join(out)
+
+
+_ESCAPED = re.compile(r"\\(?:([\\tnr])|x([0-9a-f]{2})|u([0-9a-f]{4})|U([0-9a-f]{8}))")
+_UNNAMED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def _unescape_one(found: re.Match[str]) -> str:
+    named, *codes = found.groups()
+    if named is not None:
+        return _UNNAMED[named]
+    code = int(next(digits for digits in codes if digits is not None), 16)
+    return chr(code) if code <= 0x10FFFF else found.group(0)
+
+
+def unescape(text: str) -> str:
+    """Text ``escape`` wrote (with its backslashes doubled) as it was: what another process sent
+    escaped (the agent API's app ``message``), to be kept as written and escaped once where shown.
+    A lone surrogate, which neither the store nor JSON takes, reads as U+FFFD (``json_safe``)."""
+    return json_safe(_ESCAPED.sub(_unescape_one, text)) if "\\" in text else text
 
 
 def quoted(value: object) -> str:
