@@ -343,3 +343,15 @@ def test_the_agent_apis_escaped_text_reads_back_as_it_was_written(text: str) -> 
 
 def test_escaped_text_from_the_agent_api_that_no_store_takes_reads_as_replacement_characters() -> None:
     assert unescape("a\\ud800b \\U00110000 \\q") == "a\ufffdb \\U00110000 \\q"
+
+
+def test_a_hold_another_process_says_is_read_only_as_a_finite_positive_number() -> None:
+    # /api/tunnels is another process's answer: a hold of NaN, infinity, true or text would make
+    # the CLI replay wait for ever or fail with a traceback where it should send at once.
+    from devtunnel.commands.captures import _hold_of
+
+    for hold in (float("nan"), float("inf"), True, "30", -5, 0, None, [30], {"timeout": 30}):
+        assert _hold_of({"hold": {"timeout": hold}, "app": {"hold": hold}}) == 0.0, hold
+    assert _hold_of({"hold": "30", "app": "x"}) == 0.0
+    assert _hold_of({"hold": {"timeout": 2.5}}) == 2.5
+    assert _hold_of({"hold": None, "app": {"hold": 7}}) == 7.0  # an agent from before the tunnel's field
