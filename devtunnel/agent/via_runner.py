@@ -146,6 +146,8 @@ class ViaRunner:
         self._remote_port = 0  # plain ssh: the port asked for (0: any)
         self._fixed_failures = 0  # runs in a row the server refused that port
         self._fixed_tries = FIXED_PORT_TRIES
+        self._failures = 0  # exits in a row since the provider was last online (or started)
+        self._failure_said = ""  # the reason the log gave last in this outage
         self._run_refused = False  # this run was refused the port it asked for
         self._run_got_url = False
         self._run_url: str | None = None  # the URL this run of the provider announced
@@ -224,6 +226,7 @@ class ViaRunner:
         if child.state == "ready":
             if self.status.state == "restarting":
                 log.warning("tunnel %s: %s back online at %s", self.name, self.via.describe(), self.status.url)
+            self._failures, self._failure_said = 0, ""
             self._update(state="online", pid=child.pid, restarts=child.restarts, message="")
         elif child.state == "starting":
             self._run_got_url = self._run_refused = False
@@ -263,7 +266,13 @@ class ViaRunner:
 
     def _crashed(self, child: ChildState) -> None:
         why = self._why(child.message)
-        log.warning("tunnel %s: %s %s; restarting", self.name, self.via.describe(), why)
+        self._failures += 1
+        if self._failures == 1 or why != self._failure_said:
+            log.warning("tunnel %s: %s %s; restarting", self.name, self.via.describe(), why)
+            self._failure_said = why
+        elif self._failures & (self._failures - 1) == 0:  # the same again: said at 2, 4, 8 ... exits
+            log.warning("tunnel %s: %s failed %d times in a row (%s); restarting", self.name, self.via.describe(),
+                        self._failures, why)
         self._update(state="restarting", pid=None, message=why)
         if self.via.kind != "ssh" or not self._remote_port or self.child is None:
             return

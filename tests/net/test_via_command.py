@@ -493,9 +493,10 @@ def test_cloudflared_that_gets_no_quick_tunnel_announces_no_url_and_says_why(
     api_port = free_port()
     agent = start(procs, env, "http", "8000", "--via", "cloudflared", "--no-tui", "--api-port", str(api_port),
                   "--no-record")
-    failed = "cloudflared exited with code 1 (failed to request quick Tunnel: "
-    wait_for(lambda: sum(failed in l for l in agent.err) >= 2, timeout=30,  # it was restarted, and failed again
-             what=f"two failed runs; out={agent.out} err={agent.err}")
+    failed = "exited with code 1 (failed to request quick Tunnel: "
+    wait_for(lambda: any(f"cloudflared failed 2 times in a row ({failed}" in l for l in agent.err), timeout=30,
+             what=f"two failed runs; out={agent.out} err={agent.err}")  # it was restarted, and failed again
+    assert sum(failed in l for l in agent.err) == 2, agent.err
     tunnel = api_tunnel(api_port)
     assert tunnel["public_url"] == "" and tunnel["via"]["url"] is None and tunnel["state"] != "online"
     assert agent.stop() == 0

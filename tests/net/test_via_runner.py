@@ -181,3 +181,41 @@ async def test_plain_ssh_keeps_its_url_through_a_server_outage_of_many_restarts(
         assert "closed by remote host" in why, why
     finally:
         await runner.stop()
+
+
+async def test_an_outage_of_many_exits_is_said_once_then_at_doubling_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A provider that fails the same way at each restart (a server down for an hour) wrote a
+    # warning a restart: the log said nothing new after the first, and hid what did change.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / "cloudflared"
+    count = tmp_path / "runs"
+    program.write_text(
+        f"#!{sys.executable}\nimport pathlib, sys, time\nc = pathlib.Path({str(count)!r})\n"
+        "n = int(c.read_text()) + 1 if c.exists() else 1\nc.write_text(str(n))\n"
+        "if n <= 9:\n    sys.stderr.write('ERR cannot reach the edge\\n' if n != 6 else 'ERR login refused\\n')\n"
+        "    sys.exit(1)\n"
+        "sys.stderr.write('INF |  https://seasonal-deck.trycloudflare.com  |\\n'); sys.stderr.flush()\ntime.sleep(600)\n")
+    program.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    runner = ViaRunner(parse_via("cloudflared"), "shop", Pins(), on_change=lambda: None, env=env,
+                       backoff=(0.01, 0.02))
+    with caplog.at_level(logging.WARNING, logger="devtunnel.agent"):
+        await runner.start()
+        try:
+            await async_wait_for(lambda: runner.status.state == "online", timeout=30, what="the provider online")
+        finally:
+            await runner.stop()
+    edge, login = "exited with code 1 (ERR cannot reach the edge)", "exited with code 1 (ERR login refused)"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"tunnel shop: cloudflared {edge}; restarting",  # 1
+        f"tunnel shop: cloudflared failed 2 times in a row ({edge}); restarting",
+        f"tunnel shop: cloudflared failed 4 times in a row ({edge}); restarting",
+        f"tunnel shop: cloudflared {login}; restarting",  # 6: a new reason is said at once
+        f"tunnel shop: cloudflared {edge}; restarting",  # 7: and so is the old one back
+        f"tunnel shop: cloudflared failed 8 times in a row ({edge}); restarting",
+        "tunnel shop: cloudflared gave a new public URL: https://seasonal-deck.trycloudflare.com",
+        "tunnel shop: cloudflared back online at https://seasonal-deck.trycloudflare.com",
+    ]
