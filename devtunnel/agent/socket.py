@@ -21,8 +21,8 @@ same uploads in frames of 1 MiB.) Control frames (PING, PONG, CLOSE: 125 bytes a
 go to ``websockets`` whole, as does any frame the agent does not read itself (a masked one, one
 with a reserved bit, an unknown opcode, a continuation out of place, one announcing more than
 ``MAX_FRAME`` bytes): ``websockets`` refuses it and closes the connection with its code (1009
-for a frame too large, refused by its header). Either way the close code and the bytes handed on
-are those ``websockets`` alone gives, however the relay's bytes are split into reads.
+for a frame too large, refused by its header). Either way the close code and reason and the bytes
+handed on are those ``websockets`` alone gives, however the relay's bytes are split into reads.
 
 While the socket is full (the transport asked to pause writing), the agent stops reading the
 relay: what a relay sends can make the agent answer (PONGs, refused streams, 400s), and a relay
@@ -212,7 +212,7 @@ class _FrameReader:
     It starts where ``websockets``' parser stands between two frames, in or out of a message.
     """
 
-    __slots__ = ("sock", "head", "left", "inside", "text")
+    __slots__ = ("sock", "head", "left", "inside", "size", "text")
 
     def __init__(self, sock: TunnelSocket) -> None:
         self.sock = sock
@@ -223,6 +223,9 @@ class _FrameReader:
         """Payload bytes of the current data frame still to come (0: the next bytes start a frame)."""
         self.inside = sock.protocol.current_size is not None  # websockets read the message's first frame
         """A message is open: its last frame has not come (only continuation frames may follow)."""
+        self.size = sock.protocol.current_size or 0
+        """Payload bytes of the open message's frames read so far (``websockets``' ``current_size``,
+        which its reason for closing 1009 counts)."""
         self.text = sock._text
 
     def feed(self, data: bytes) -> None:
@@ -294,6 +297,9 @@ class _FrameReader:
                 break
             if opcode:
                 self.text = opcode == 1
+                self.size = length
+            else:
+                self.size += length
             self.inside = not first & 0x80
             self.left = length
             pos = start
@@ -311,10 +317,10 @@ class _FrameReader:
         sock._plain = True
         sock._text = self.text
         protocol = sock.protocol
-        if not self.inside:
-            protocol.current_size = None
-        elif protocol.current_size is None:  # (its size counts only against max_message_size: None)
-            protocol.current_size = 0
+        # The open message's size, as websockets would have counted it (it tells the bytes read
+        # before a frame too large in its reason for closing 1009). Handed over between frames
+        # (or where websockets discards all that comes), so every frame counted was read whole.
+        protocol.current_size = self.size if self.inside else None
         sock.data_received(rest)
 
 

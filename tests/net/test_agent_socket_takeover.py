@@ -200,6 +200,32 @@ async def test_a_message_begun_before_the_reader_took_over_goes_on_and_only_cont
         assert (ours.close_sent and ours.close_sent[0]) == code, ours
 
 
+TOO_LARGE = b"\x80\x7f" + (MAX_FRAME + 1).to_bytes(8, "big")
+"""The header of a last continuation frame announcing more than ``MAX_FRAME`` bytes."""
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        pytest.param(OPEN_MESSAGE + TOO_LARGE, id="after-fragments"),
+        pytest.param(ws_frame(0x2, b"", fin=False) + TOO_LARGE, id="after-an-empty-fragment"),
+        pytest.param(MESSAGE + ws_frame(0x1, PINGS[:3], fin=False) + TOO_LARGE, id="in-a-second-message"),
+        pytest.param(MESSAGE + TOO_LARGE[:1].replace(b"\x80", b"\x82") + TOO_LARGE[1:], id="outside-a-message"),
+    ],
+)
+async def test_a_frame_too_large_inside_a_message_closes_with_the_size_websockets_counted(stream: bytes) -> None:
+    # websockets' reason for 1009 counts the bytes of the message read before the frame: those
+    # the reader read too, before it handed the frame to websockets.
+    for cuts in ([0], [len(stream) - len(TOO_LARGE)], [14, len(stream) - 3], range(len(stream))):
+        await assert_read_as_websockets_reads(stream, cuts)
+    for handler_after in (1, 2):  # websockets read the message's first frame(s) before the reader took over
+        await assert_read_as_websockets_reads(stream, [16, 16 + 9, len(stream) - 5], handler_after=handler_after)
+    ours = await read_through(stream, range(len(stream)), plain=False)
+    reference = await read_through(stream, [], plain=True)
+    assert ours.close_sent is not None and ours.close_sent[0] == 1009
+    assert ours.close_sent == reference.close_sent, (ours.close_sent, reference.close_sent)
+
+
 # -- random streams, cut at random ------------------------------------------------------
 
 _PAYLOAD_SIZES = st.sampled_from([0, 1, 7, 125, 126, 0x105, 300])
