@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from devtunnel.relay.log import PeerErrorLog
-from devtunnel.relay.slots import client_key, in_networks
+from devtunnel.relay.slots import AddressCounts
 
 AUTO_PER_ADDRESS_SHARE = 4
 """By default one address holds at most 1/4 of the open-file limit."""
@@ -173,16 +173,20 @@ class OpenConnections:
         exempt: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
         watch: DescriptorWatch | None = None,
     ) -> None:
-        self.per_address = per_address
+        self._counts = AddressCounts(per_address, exempt)
         self.total = 0
         """Public connections open now (``opened`` and not ``closed``)."""
-        self.by_address: dict[str, int] = {}
-        """``total`` by client address key."""
+        self.by_address = self._counts.by_key
+        """``total`` by client address key (read-only)."""
         self.refused = 0
         """Connections refused for their address's open connections, since the start."""
         self._peer_errors = peer_errors
-        self._exempt = tuple(exempt)
         self._watch = watch
+
+    @property
+    def per_address(self) -> int | None:
+        """The most open connections one address holds (None: no limit)."""
+        return self._counts.per_address
 
     def opened(self, client: tuple[str, int] | None, transport: asyncio.BaseTransport) -> str | None:
         """Count a connection from ``client`` just accepted on ``transport``: its address key (to
@@ -191,32 +195,26 @@ class OpenConnections:
         if self._watch is not None:
             self._watch.accepted(transport)
         ip = client[0] if client else "?"
-        key = client_key(ip)
-        held = self.by_address.get(key, 0)
-        if self.per_address is not None and held >= self.per_address and not in_networks(ip, self._exempt):
+        key = self._counts.take(ip)
+        if key is None:
             self.refused += 1
             self._peer_errors.log(
                 "open-refused", logging.WARNING,
                 "client %s holds %d open connections, the most one address may (--connections-per-address): "
-                "a new one refused", ip, held,
+                "a new one refused", ip, self._counts.held_by(ip),
             )
             return None
         self.total += 1
-        self.by_address[key] = held + 1
         return key
 
     def closed(self, key: str) -> None:
         """A connection ``opened`` with ``key`` is closed (or no longer a public one: an agent)."""
         self.total -= 1
-        left = self.by_address[key] - 1
-        if left:
-            self.by_address[key] = left
-        else:
-            del self.by_address[key]
+        self._counts.give_back(key)
 
     def held_by(self, ip: str) -> int:
         """Open connections the address ``ip`` holds now."""
-        return self.by_address.get(client_key(ip), 0)
+        return self._counts.held_by(ip)
 
     def refusal(self, client: tuple[str, int] | None) -> str:
         """The body of the 429 a refused connection gets."""

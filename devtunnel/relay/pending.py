@@ -39,7 +39,7 @@ from typing import Protocol, runtime_checkable
 
 from devtunnel.relay.descriptors import open_file_limit
 from devtunnel.relay.log import PeerErrorLog
-from devtunnel.relay.slots import client_key, in_networks
+from devtunnel.relay.slots import AddressCounts
 
 AUTO_LIMIT_CAP = 4096
 """The most pending connections the automatic total allows (``default_limit``)."""
@@ -91,7 +91,6 @@ class PendingConnections:
         exempt: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
     ) -> None:
         self.limit = max(1, limit)
-        self.per_address = per_address
         self.refused = 0
         """Connections refused (429) for their address's pending connections, since the start."""
         self.dropped = 0
@@ -99,11 +98,10 @@ class PendingConnections:
         self.refusing = 0
         """Refused connections kept now for their first bytes (``begin_refusal``)."""
         self._peer_errors = peer_errors
-        self._exempt = tuple(exempt)
         self._held: dict[Droppable, str] = {}  # (insertion order: oldest first)
         self.held = self._held
         """The pending connections (read-only: a cheap ``in`` on the request path)."""
-        self._by_address: dict[str, int] = {}
+        self._counts = AddressCounts(per_address, exempt)
         self.quiet_total = max(1, limit // 2)
         """Open public connections in all (``descriptors.OpenConnections``) up to which an idle
         kept-alive one is not counted: below both
@@ -112,6 +110,11 @@ class PendingConnections:
         request path tests them itself (``HeadLimitedHttpProtocol.on_response_complete``)."""
         self.quiet_per_address = max(1, per_address // 4) if per_address is not None else 1 << 62
         """Open public connections of one address up to which its idle kept-alive ones are not counted."""
+
+    @property
+    def per_address(self) -> int | None:
+        """The most pending connections one address holds (None: no limit)."""
+        return self._counts.per_address
 
     def __len__(self) -> int:
         return len(self._held)
@@ -124,20 +127,18 @@ class PendingConnections:
         address holds ``per_address`` already (the caller answers 429 and closes). May drop the
         oldest pending connection to stay within ``limit``."""
         ip = client[0] if client else "?"
-        key = client_key(ip)
-        held = self._by_address.get(key, 0)
-        if self.per_address is not None and held >= self.per_address and not in_networks(ip, self._exempt):
+        key = self._counts.take(ip)
+        if key is None:
             self.refused += 1
             self._peer_errors.log(
                 "pending-refused", logging.WARNING,
                 "client %s holds %d connections waiting to send a request, the most one address may: "
-                "a new one refused (429)", ip, held,
+                "a new one refused (429)", ip, self._counts.held_by(ip),
             )
             return False
         if len(self._held) >= self.limit:
             self._drop_oldest()
         self._held[connection] = key
-        self._by_address[key] = held + 1
         return True
 
     def begin_refusal(self) -> bool:
@@ -157,8 +158,7 @@ class PendingConnections:
         if len(held) >= self.limit:
             self._drop_oldest()
         held[connection] = key
-        by_address = self._by_address
-        by_address[key] = by_address.get(key, 0) + 1
+        self._counts.add(key)
 
     def _drop_oldest(self) -> None:
         oldest = next(iter(self._held))
@@ -175,12 +175,7 @@ class PendingConnections:
         """``connection`` is pending no more (it proved itself, or it is gone); harmless twice."""
         key = self._held.pop(connection, None)  # type: ignore[call-overload]
         if key is not None:
-            by_address = self._by_address
-            held = by_address[key] - 1
-            if held:
-                by_address[key] = held
-            else:
-                del by_address[key]
+            self._counts.give_back(key)
 
     def hand_over(self, old: object, new: Droppable) -> None:
         """``new`` takes ``old``'s place (an HTTP connection upgraded to a WebSocket), if it had one."""
@@ -190,7 +185,7 @@ class PendingConnections:
 
     def held_by(self, ip: str) -> int:
         """Pending connections the address ``ip`` holds now."""
-        return self._by_address.get(client_key(ip), 0)
+        return self._counts.held_by(ip)
 
     def refusal(self, client: tuple[str, int] | None) -> str:
         """The body of the 429 a refused connection gets."""

@@ -1,5 +1,9 @@
 """How many of a tunnel's streams one client address holds (``ClientSlots``), shared by the HTTP
 and WebSocket forwarders: past its share a client gets 429 while other addresses are still served.
+
+Also what a client address counts as (``client_key``: an IPv6 client by its /64), and
+``AddressCounts``, the count by address that ``descriptors.OpenConnections`` (open connections)
+and ``pending.PendingConnections`` (connections waiting for a request) each keep.
 """
 
 from __future__ import annotations
@@ -57,6 +61,63 @@ class ClientSlots:
     def held(self, tunnel: AgentLink, ip: str) -> int:
         """Streams of ``tunnel`` that ``ip`` holds now."""
         return self._held.get((tunnel, client_key(ip)), 0)
+
+
+class AddressCounts:
+    """How many of something each client address holds (by ``client_key``), within ``per_address``.
+
+    Only an address that holds some has an entry (one that gives its last back loses it), so
+    what the counts take is bounded by what is held, however many addresses came and went.
+    An address in ``exempt`` (a trusted proxy: all its clients share it) is counted, never refused.
+
+    Args:
+        per_address: the most one address holds (None: counted, never refused).
+        exempt: networks whose addresses ``per_address`` does not apply to.
+    """
+
+    __slots__ = ("_exempt", "by_key", "per_address")
+
+    def __init__(
+        self,
+        per_address: int | None,
+        exempt: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+    ) -> None:
+        self.per_address = per_address
+        self.by_key: dict[str, int] = {}
+        """What each address key holds, never 0 (read-only: a cheap ``get`` on the request path)."""
+        self._exempt = tuple(exempt)
+
+    def __len__(self) -> int:
+        """Addresses holding one or more."""
+        return len(self.by_key)
+
+    def take(self, ip: str) -> str | None:
+        """Count one more for the address ``ip``: its key (to give ``give_back``), or None,
+        counting nothing, when it holds ``per_address`` already."""
+        key = client_key(ip)
+        held = self.by_key.get(key, 0)
+        if self.per_address is not None and held >= self.per_address and not in_networks(ip, self._exempt):
+            return None
+        self.by_key[key] = held + 1
+        return key
+
+    def add(self, key: str) -> None:
+        """Count one more for the address ``key`` (from ``take`` or ``client_key``), never refused."""
+        by_key = self.by_key
+        by_key[key] = by_key.get(key, 0) + 1
+
+    def give_back(self, key: str) -> None:
+        """One counted for ``key`` (by ``take`` or ``add``) is over."""
+        by_key = self.by_key
+        left = by_key[key] - 1
+        if left:
+            by_key[key] = left
+        else:
+            del by_key[key]
+
+    def held_by(self, ip: str) -> int:
+        """What the address ``ip`` holds now."""
+        return self.by_key.get(client_key(ip), 0)
 
 
 def client_key(ip: str) -> str:
