@@ -277,8 +277,11 @@ examples:
                        ("--request-header-remove", "remove this header from each request forwarded"),
                        ("--response-header-add", "set this header on each response (replacing one of its name)"),
                        ("--response-header-remove", "remove this header from each response")):
+        # A value added to requests is most often the service's credential; one added to responses every client gets.
+        ps = ("; other users see it in `ps`: prefer a headers rule (request.set) in devtunnel.toml or a --rules FILE"
+              if flag == "--request-header-add" else "")
         p.add_argument(flag, action="append", default=[], metavar="NAME" if flag.endswith("remove") else "NAME:VALUE",
-                       help=f"{what}, at the relay, as ngrok's flag (repeatable)")
+                       help=f"{what}, at the relay, as ngrok's flag (repeatable){ps}")
     _add_local_timeout(p, "the local service")
     _add_app_flags(p)
     _add_db(p)
@@ -572,7 +575,8 @@ examples:
                           help="save the relay token (relay.token) in a file only you can read",
                           description="Save the relay token as relay.token in the user file (or --project), "
                                       "mode 0600. add-authtoken is the same, by ngrok's name.")
-    q.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
+    q.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin; other users see it in "
+                                                  "`ps`: prefer -")
     q.add_argument("--project", action="store_true", help="save in ./devtunnel.toml instead")
     # ngrok's flags, as pyngrok's set_auth_token() passes them to its ngrok_path.
     q.add_argument("--config", metavar="FILE", dest="ngrok_config",

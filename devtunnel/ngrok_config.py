@@ -45,6 +45,7 @@ from devtunnel.values.names import label_from
 from devtunnel.values.ngrok_keys import (
     agent_mutual_tls, edge_labels, internal_binding, pooling, shown, upstream_protocol_problem, url_first_label,
 )
+from devtunnel.values.secret_files import CLEAR_PASSWORDS, HEADER_VALUES, note_shared_secrets
 from devtunnel.values.target import parse_target
 from devtunnel.rules import RulesError, ngrok_header_rules, ngrok_protection_rules, parse_rules
 from devtunnel.values.terminal import clipped, quoted
@@ -168,6 +169,9 @@ class NgrokImport:
     notes: list[str] = field(default_factory=list)
     web_addr: WebAddr | None = None
     """The agent's ``web_addr``, when the files give one."""
+    secrets: dict[str, list[str]] = field(default_factory=dict)
+    """The kinds of secret each file (by its source) holds in clear, its tunnels imported or not:
+    ``CLEAR_PASSWORDS`` (``auth``, ``basic_auth``), ``HEADER_VALUES`` (``request_header.add``)."""
 
     def named(self, name: str) -> ImportedTunnel | str | None:
         """The tunnel ``ngrok start NAME`` starts: the one of that name in the file, or of the
@@ -219,7 +223,9 @@ def ngrok_files(named: Sequence[str]) -> list[Path]:
 
 
 def load_ngrok_files(paths: Sequence[Path]) -> NgrokImport:
-    """The tunnels of the ngrok.yml files at ``paths``, read as one (``read_ngrok_files``).
+    """The tunnels of the ngrok.yml files at ``paths``, read as one (``read_ngrok_files``). A file
+    that holds secrets in clear (``NgrokImport.secrets``) while other users can read it is read,
+    with a note on stderr (``note_shared_secrets``).
 
     Raises:
         ConfigError: a file cannot be read, is larger than ``MAX_FILE_BYTES``, or is not a valid
@@ -235,7 +241,10 @@ def load_ngrok_files(paths: Sequence[Path]) -> NgrokImport:
             texts.append((data.decode("utf-8"), str(path)))
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
-    return read_ngrok_files(texts)
+    result = read_ngrok_files(texts)
+    for path in paths:  # one that holds secrets in clear and that other users can read: said, and used
+        note_shared_secrets(path, result.secrets.get(str(path), ()))
+    return result
 
 
 def tunnel_sections(tunnels: Sequence[ImportedTunnel], source: str) -> tuple[TunnelSection, ...]:
@@ -362,14 +371,43 @@ def read_ngrok_files(files: Sequence[tuple[str, str]]) -> NgrokImport:
             names it.
     """
     doc: dict[Any, Any] = {}
+    secrets: dict[str, list[str]] = {}
     for text, source in files:
-        for key, value in _document(text, source).items():
+        document = _document(text, source)
+        held = _clear_secrets(document)
+        if held:
+            secrets[source] = held
+        for key, value in document.items():
             earlier = doc.get(key)
             if key in ("tunnels", "agent") and isinstance(earlier, dict) and isinstance(value, dict):
                 doc[key] = {**earlier, **value}
             else:
                 doc[key] = value
-    return _read_document(doc, ", ".join(source for _, source in files) or "ngrok.yml")
+    result = _read_document(doc, ", ".join(source for _, source in files) or "ngrok.yml")
+    result.secrets = secrets
+    return result
+
+
+def _clear_secrets(doc: dict[Any, Any]) -> list[str]:
+    """The kinds of secret one ngrok.yml holds in clear in its tunnels and endpoints: basic-auth
+    passwords (``auth``, ``basic_auth``: ngrok takes no hash there) and the values of request
+    headers to add (``request_header.add``). Definitions of any shape are read."""
+    tunnels, endpoints = doc.get("tunnels"), doc.get("endpoints")
+    bodies = [*(tunnels.values() if isinstance(tunnels, dict) else ()), *(endpoints if isinstance(endpoints, list) else ())]
+    held: list[str] = []
+    for body in bodies:
+        if not isinstance(body, dict):
+            continue
+        for key in ("auth", "basic_auth"):
+            value = body.get(key)
+            credentials = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+            if any(isinstance(c, str) and c.partition(":")[2] for c in credentials):
+                held.append(CLEAR_PASSWORDS)
+        request = body.get("request_header")
+        adds = request.get("add") if isinstance(request, dict) else None
+        if isinstance(adds, list) and any(isinstance(a, str) and a.partition(":")[2].strip() for a in adds):
+            held.append(HEADER_VALUES)
+    return list(dict.fromkeys(held))
 
 
 def _document(text: str, source: str) -> dict[Any, Any]:

@@ -358,7 +358,7 @@ def toml_errors(path: Path) -> list[str]:
     """Every problem of the devtunnel.toml at ``path``, each ``FILE:LINE: KEY: PROBLEM`` as
     ``load`` says it (it stops at the first): the file is read key by key (a tunnel's or
     webhook's table key by key too), by the reader ``load`` uses."""
-    from devtunnel.config.load import parse_file, read_document
+    from devtunnel.config.load import note_held_secrets, parse_file, read_document
     from devtunnel.config.settings import SECTIONS
     from devtunnel.config.source import Source
 
@@ -366,6 +366,7 @@ def toml_errors(path: Path) -> list[str]:
         text, doc = parse_file(path)
     except ConfigError as exc:
         return [str(exc)]
+    note_held_secrets(path, doc)
     source = Source(str(path), text, path.parent, path)
     errors: list[str] = []
 

@@ -21,7 +21,7 @@ from devtunnel.config.settings import SECTIONS, TUNNEL_KEYS, Settings, TunnelSec
 from devtunnel.config.source import Source, check_field, line_of_table, refuse_shared_secret, unknown_key
 from devtunnel.config.webhooks import check_tunnel_providers, read_webhooks
 from devtunnel.errors import ConfigError
-from devtunnel.rules import Rule, RulesError, parse_rules
+from devtunnel.rules import Rule, RulesError, note_rule_secrets, parse_rules
 from devtunnel.values.names import validate_name
 
 # environment variable -> setting it stands for
@@ -119,7 +119,22 @@ def parse_file(path: Path) -> tuple[str, dict[str, Any]]:
 
 def _read_file(path: Path) -> _Layer:
     text, doc = parse_file(path)
-    return read_document(doc, Source(str(path), text, path.parent, path))
+    layer = read_document(doc, Source(str(path), text, path.parent, path))
+    note_held_secrets(path, doc)
+    return layer
+
+
+def note_held_secrets(path: Path, doc: Mapping[str, Any]) -> None:
+    """Say on stderr when the devtunnel.toml at ``path`` (``doc``) holds secrets in clear in its
+    tunnels' rules (basic-auth passwords, request header values: ``rules.clear_secrets``) while
+    other users can read it. Said, not refused, unlike the relay token and webhook secrets
+    (``refuse_shared_secret``): a project's file is often 0644, and a refusal would stop every command."""
+    tunnels = doc.get("tunnels")
+    tables: list[object] = []
+    for body in tunnels.values() if isinstance(tunnels, dict) else ():
+        rules = body.get("rules") if isinstance(body, dict) else None
+        tables += rules if isinstance(rules, list) else []
+    note_rule_secrets(path, tables)
 
 
 def _environment_layer(env: Mapping[str, str]) -> _Layer:

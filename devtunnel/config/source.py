@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from devtunnel.errors import ConfigError
+from devtunnel.values.secret_files import shared_mode
 
 
 class Source:
@@ -112,18 +112,6 @@ def refuse_shared_secret(source: Source, dotted: str, what: str, instead: str) -
     if mode is not None:
         raise source.error(dotted, f"the file holds {what} but other users can read it (mode {mode:03o}):"
                                    f" run chmod 600 {path}, or {instead}")
-
-
-def shared_mode(path: Path) -> int | None:
-    """The permission bits of ``path`` when users other than its owner can read it (its group
-    or everyone), else None (a file that cannot be looked at, or Windows, says nothing)."""
-    if os.name == "nt":
-        return None
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    return mode & 0o777 if mode & 0o044 else None
 
 
 def check_field(source: Source, dotted: str, f: dataclasses.Field[Any], value: object) -> Any:

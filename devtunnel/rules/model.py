@@ -26,6 +26,7 @@ from devtunnel.errors import ConfigError, FilterSyntaxError
 from devtunnel.rules.ngrok import header_edits_table
 from devtunnel.rules.paths import rule_path
 from devtunnel.values.http1 import FRAMING, HOP_BY_HOP, field_problem, is_token
+from devtunnel.values.secret_files import CLEAR_PASSWORDS, HASH_INSTEAD, HEADER_VALUES, note_shared_secrets
 from devtunnel.values.target import parse_target
 from devtunnel.values.terminal import quoted
 
@@ -177,7 +178,8 @@ def parse_rules(
 
 
 def load_rules_file(path: str | Path, *, relay: bool = False) -> tuple[Rule, ...]:
-    """The rules of a TOML file (``[[rules]]`` tables).
+    """The rules of a TOML file (``[[rules]]`` tables). One that holds secrets in clear while
+    other users can read it is used, with a note on stderr (``note_rule_secrets``).
 
     Raises:
         RulesError: the file cannot be read, is not TOML, or a rule is invalid.
@@ -197,7 +199,43 @@ def load_rules_file(path: str | Path, *, relay: bool = False) -> tuple[Rule, ...
         check_passwords(rules)
     except RulesError as exc:
         raise RulesError(f"{path}: {exc.detail}", exc.number, exc.detail) from None
+    note_rule_secrets(file, data.get("rules", []))
     return rules
+
+
+def clear_secrets(tables: object) -> list[str]:
+    """The kinds of secret rule tables (``[[rules]]`` as a file writes them) hold in clear:
+    ``CLEAR_PASSWORDS`` for a basic-auth user in ``users`` whose password is neither
+    ``sha256:HEX`` nor a bcrypt hash (a ``users_file`` is another file, said when it is read),
+    ``HEADER_VALUES`` for a headers rule setting a request header to a value. Tables of any
+    shape are read: what is no such rule holds nothing."""
+    held: list[str] = []
+    for table in tables if isinstance(tables, list) else []:
+        if not isinstance(table, Mapping):
+            continue
+        users = table.get("users") if table.get("action") == "basic-auth" else None
+        if isinstance(users, list) and any(_clear_password(user) for user in users):
+            held.append(CLEAR_PASSWORDS)
+        request = table.get("request") if table.get("action") == "headers" else None
+        edits = request.get("set") if isinstance(request, Mapping) else None
+        if isinstance(edits, Mapping) and any(isinstance(value, str) and value.strip() for value in edits.values()):
+            held.append(HEADER_VALUES)
+    return list(dict.fromkeys(held))
+
+
+def note_rule_secrets(path: Path, tables: object) -> None:
+    """The note of ``note_shared_secrets`` for a file whose rule tables hold secrets in clear
+    (``clear_secrets``) while other users can read it."""
+    held = clear_secrets(tables)
+    note_shared_secrets(path, held, HASH_INSTEAD if CLEAR_PASSWORDS in held else "")
+
+
+def _clear_password(user: object) -> bool:
+    """Whether ``name:password`` (a ``users`` entry) has a password that is no hash."""
+    if not isinstance(user, str):
+        return False
+    password = user.partition(":")[2]
+    return bool(password) and password != HIDDEN and not _hashed(password)
 
 
 def rules_flag(value: str, *, relay: bool = False) -> tuple[Rule, ...]:
@@ -589,7 +627,10 @@ def _basic_auth(table: Mapping[str, Any], base: Path | None, files: bool = True)
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise _Problem("users_file", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-        entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        from_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        entries += from_file
+        if any(_clear_password(entry) for entry in from_file):
+            note_shared_secrets(path, [CLEAR_PASSWORDS], HASH_INSTEAD)
     if not entries:
         raise _Problem("users", "a basic-auth rule needs at least one user (users or users_file)")
     credentials: list[Credential] = []

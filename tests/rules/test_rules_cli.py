@@ -67,6 +67,7 @@ def test_two_password_rules_no_request_could_pass_stop_the_agent_with_one_line(t
     (tmp_path / "devtunnel.toml").write_text(
         '[tunnels.pay]\ntarget = 9\n\n[[tunnels.pay.rules]]\nmatch = "path:/admin"\naction = "basic-auth"\n'
         'users = ["bob:hunter2"]\n')
+    (tmp_path / "devtunnel.toml").chmod(0o600)  # a password in clear: readable by others, a note would come first
     done = run(env, "http", "pay", "--no-tui", "--api-port", "0", "--basic-auth", "alice:s3cret", cwd=tmp_path)
     assert done.returncode == EXIT_USAGE
     assert done.stderr.strip() == (
