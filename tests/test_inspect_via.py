@@ -35,24 +35,15 @@ def args_of(*argv: str):  # type: ignore[no-untyped-def]
     return resolve_http(args)
 
 
-def test_the_agent_gets_the_provider_and_the_remembered_port(state: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    PortMemory().put("relay", "payments", port)
+def test_the_agent_gets_the_provider_and_keeps_its_names_port_itself(state: Path) -> None:
+    # A --port from the inspector would be remembered as the user's choice: the agent takes the
+    # port its name has (agent.port_memory), and its second choice when that one is taken.
     argv = http_agent_argv(args_of("8000", "--name", "Payments", "--via", "pinggy"))()
     assert argv[argv.index("--via") + 1] == "pinggy"
-    assert argv[argv.index("--port") + 1] == str(port)
-
-
-def test_the_remembered_port_is_left_when_taken(state: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        PortMemory().put("relay", "payments", taken.getsockname()[1])
-        argv = http_agent_argv(args_of("8000", "--name", "payments"))()
-        assert argv[argv.index("--port") + 1] != str(taken.getsockname()[1])
-        assert "--via" not in argv
+    assert "--port" not in argv
+    chosen = http_agent_argv(args_of("8000", "--name", "payments", "--port", "41234"))()
+    assert chosen[chosen.index("--port") + 1] == "41234"  # the user's choice is passed on
+    assert "--port" not in http_agent_argv(args_of("8000", "--relay", "wss://relay.localhost", "--port", "41234"))()
 
 
 def test_the_inspectors_agent_gets_the_name_its_target_had_last_time(state: Path) -> None:

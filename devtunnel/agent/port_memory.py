@@ -1,13 +1,16 @@
 """Ports and names remembered between runs, so a tunnel's URL stays the same when devtunnel starts again.
 
 One small JSON file in the state directory (``$XDG_STATE_HOME/devtunnel/ports.json``), a table
-per kind of port, each mapping a key (a tunnel name) to the port it had last time, and the names
+per kind of port, each mapping a key (a tunnel name) to the port it keeps between runs, and the names
 given to tunnels started without one::
 
-    {"relay": {"payments": 41234}, "ssh": {"payments ssh:me@host": 40021},
-     "name": {"to http://127.0.0.1:8000": "brave-otter-4821"}}
+    {"relay": {"payments": 41234}, "relay moved": {"payments": 52810},
+     "ssh": {"payments ssh:me@host": 40021}, "name": {"to http://127.0.0.1:8000": "brave-otter-4821"}}
 
-``relay`` is the embedded relay's local port; ``ssh`` the remote port a plain ``ssh:`` server
+``relay`` is the embedded relay's local port, the tunnel's own: written by the run that gave the
+name its first port, or by ``--port``, never by a run that found it taken and moved; ``relay
+moved`` the port such a run moved to, the second choice of the runs after it while the first is
+taken (``relay_ports``); ``ssh`` the remote port a plain ``ssh:`` server
 allocated, keyed by the tunnel's name and the server (``to http://127.0.0.1:8000 ssh:me@host``
 for a tunnel without a name of its own); ``name`` the random name a tunnel started without one
 got for its target (``devtunnel http 8000`` run again asks for it again: on the embedded relay,
@@ -28,7 +31,13 @@ from devtunnel.errors import ConfigError
 from devtunnel.values.names import random_name, validate_name
 from devtunnel.values.paths import make_private_folder, ports_file
 
-__all__ = ["MAX_ENTRIES", "PortMemory"]
+__all__ = ["MAX_ENTRIES", "MOVED", "RELAY", "PortMemory"]
+
+RELAY = "relay"
+"""The table of the embedded relay's port per tunnel name: the port its URL has."""
+
+MOVED = "relay moved"
+"""The table of the port a tunnel's URL moved to in a run that found its own port taken."""
 
 NAMES = "name"
 """The table of names given to unnamed tunnels, by their target."""
@@ -63,6 +72,17 @@ class PortMemory:
     def put(self, kind: str, key: str, port: int) -> None:
         """Remember ``port`` for ``key``; a failure to write is ignored (nothing depends on it)."""
         self._put(kind, key, port)
+
+    def relay_ports(self, name: str) -> list[int]:
+        """The ports the embedded relay of tunnel ``name`` tries, in order: the tunnel's own, then
+        the one it moved to when a run found its own taken (so that, while a program holds the
+        first, run after run gets the same second URL, not a new one each time); none when the
+        name has no port yet."""
+        data = self._read()
+        first, second = data.get(RELAY, {}).get(name), data.get(MOVED, {}).get(name)
+        if not isinstance(first, int):
+            return []
+        return [first, second] if isinstance(second, int) and second != first else [first]
 
     def name_for(self, target_url: str, *, taken: Container[str] = ()) -> str:
         """The name a tunnel to ``target_url`` started without one gets: the one it had last time,

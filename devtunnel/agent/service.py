@@ -31,7 +31,7 @@ from devtunnel.agent.hold import HoldGate
 from devtunnel.agent.info import TunnelInfo, TunnelListener, TunnelState
 from devtunnel.values.names import no_tunnel_named, validate_name
 from devtunnel.values.target import parse_target
-from devtunnel.agent.port_memory import PortMemory
+from devtunnel.agent.port_memory import MOVED, RELAY, PortMemory
 from devtunnel.agent.recording import DEFAULT_BODY_BUDGET, BodyBudget
 from devtunnel.rules import Rule, parse_rules, renumbered
 from devtunnel.agent.tunnel import AgentTunnel, Backoff
@@ -362,26 +362,44 @@ class AgentService:
     async def _embedded_url(self, name: str | None) -> str:
         """The embedded relay's agent URL, starting the relay first if needed.
 
-        The relay listens on ``embedded_port`` when one was given (an error if taken), else on
-        the port it had last time for tunnel ``name`` if that is free, else on any free port;
-        the port is remembered for ``name``.
+        The relay listens on ``embedded_port`` when one was given (an error if taken), which
+        becomes tunnel ``name``'s port; else on ``name``'s port if that is free, else on the one
+        it moved to last time its port was taken, else on any free port. A name without a port
+        gets the one it runs on; a run that moves keeps the name's port for later runs and
+        remembers where it moved as the second choice (``PortMemory.relay_ports``).
         """
         key = validate_name(name) if name else None
+        choices = self.ports.relay_ports(key) if self.ports is not None and key else []
         if self.embedded_relay is None:
-            remembered = self.ports.get("relay", key) if self.ports is not None and key else None
-            port = self.embedded_port or remembered or 0
+            self.embedded_relay = await (self._start_relay(self.embedded_port) if self.embedded_port
+                                         else self._start_moving(key, choices))
+        # The user's port becomes the name's; a port the name has stays its own, though another
+        # tunnel's relay or a move puts this run elsewhere.
+        if self.ports is not None and key and (self.embedded_port or not choices):
+            self.ports.put(RELAY, key, self.embedded_relay.port)
+        return f"ws://127.0.0.1:{self.embedded_relay.port}{CONNECT_PATH}"
+
+    async def _start_moving(self, key: str | None, choices: list[int]) -> Any:
+        """The embedded relay for tunnel ``key``, on the first of its ``choices`` that is free,
+        else on any free port, which becomes its second choice (``MOVED``)."""
+        for port in choices:
             try:
                 relay = await self._start_relay(port)
             except ConfigError:
-                if self.embedded_port or not remembered:
-                    raise
-                relay = await self._start_relay(0)
-                log.warning("port %d, which tunnel %s had last time, is taken: its URL moves to port %d",
-                            remembered, key, relay.port)
-            self.embedded_relay = relay
-        if self.ports is not None and key:
-            self.ports.put("relay", key, self.embedded_relay.port)
-        return f"ws://127.0.0.1:{self.embedded_relay.port}{CONNECT_PATH}"
+                continue
+            break
+        else:
+            relay = await self._start_relay(0)
+            if choices and self.ports is not None and key:
+                self.ports.put(MOVED, key, relay.port)
+        if choices and relay.port != choices[0]:
+            both = relay.port not in choices and len(choices) == 2  # its second choice was taken too
+            log.warning("%s of tunnel %s %s taken: this run's URL is on port %d, %s; %s keeps port %d for later runs",
+                        "ports {} and {}".format(*choices) if both else f"port {choices[0]}", key,
+                        "are" if both else "is", relay.port,
+                        "its second choice" if relay.port in choices else "remembered as its second choice",
+                        key, choices[0])
+        return relay
 
     async def _start_relay(self, port: int) -> Any:
         from devtunnel.relay.server import Relay  # the relay pulls in uvicorn

@@ -48,8 +48,8 @@ class _RelayPort:
 def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
     """Makes the ``devtunnel http ... --no-tui`` command line that carries the tunnel for the inspector.
 
-    On the embedded relay, a name and the relay's port are fixed here when none were given, so
-    the agent comes back with the same public URL when it is restarted.
+    On the embedded relay, a name is fixed here when none was given; the agent keeps the port that
+    name has (``agent.port_memory``), so it comes back with the same public URL when it is restarted.
     """
     from devtunnel.agent.port_memory import PortMemory
     from devtunnel.values.names import random_name
@@ -77,13 +77,12 @@ def http_agent_argv(args: argparse.Namespace) -> Callable[[], list[str]]:
         value = getattr(args, flag, None)
         if value not in (None, ""):
             argv += ["--" + flag, value if isinstance(value, str) else f"{value:g}"]
-    if args.relay:
-        return lambda: agent_command(*argv)
-    if args.port:  # the user's choice: never moved
-        return lambda: agent_command(*argv, "--port", str(args.port))
-    assert name is not None
-    relay_port = _RelayPort(PortMemory().get("relay", name.lower()) or 0)
-    return lambda: agent_command(*argv, "--port", relay_port())
+    if args.port and not args.relay:  # the user's choice: never moved
+        argv += ["--port", str(args.port)]
+    # Else the agent takes the port its name has (``agent.port_memory``) at each restart: a --port
+    # from here would be remembered as the user's choice, and a name whose port another
+    # program held once would keep the port it moved to for good.
+    return lambda: agent_command(*argv)
 
 
 def _headless_argv(args: argparse.Namespace) -> list[str]:
@@ -133,13 +132,12 @@ def up_agent_argv(args: argparse.Namespace, names: list[str],
     """Makes the ``devtunnel up NAME... --no-tui`` command line that carries the tunnels for the inspector
     (``command``: ``start --config FILE`` for the tunnels of an ngrok.yml).
 
-    The embedded relay keeps its port across agent restarts, as for ``http``.
+    The tunnels keep their ports across agent restarts, as for ``http``.
     """
     argv = [*command, *names, *_headless_argv(args)]
     if args.port:
-        return lambda: agent_command(*argv, "--port", str(args.port))
-    relay_port = _RelayPort()
-    return lambda: agent_command(*argv, "--port", relay_port())
+        argv += ["--port", str(args.port)]
+    return lambda: agent_command(*argv)  # (the tunnels' ports: as for ``http``)
 
 
 def agent_env(args: argparse.Namespace) -> dict[str, str]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 from pathlib import Path
 
 import pytest
 
-from devtunnel.agent.port_memory import MAX_ENTRIES, PortMemory
+from devtunnel.agent.port_memory import MAX_ENTRIES, MOVED, RELAY, PortMemory
 from tests.kit.procs import DEVTUNNEL, FORWARDING, Proc, env, procs  # noqa: F401 (fixtures)
 
 
@@ -77,6 +78,57 @@ def test_an_unwritable_state_directory_is_not_an_error(tmp_path: Path) -> None:
     assert memory.get("relay", "a") is None
 
 
+def test_a_tunnel_tries_its_own_port_then_the_one_it_moved_to(tmp_path: Path) -> None:
+    memory = PortMemory(tmp_path / "ports.json")
+    assert memory.relay_ports("payments") == []
+    memory.put(MOVED, "payments", 52810)
+    assert memory.relay_ports("payments") == [], "a second choice without a first is none"
+    memory.put(RELAY, "payments", 41234)
+    assert memory.relay_ports("payments") == [41234, 52810]
+    memory.put(MOVED, "payments", 41234)
+    assert memory.relay_ports("payments") == [41234], "no port is tried twice"
+    assert json.loads((tmp_path / "ports.json").read_text()) == {"relay moved": {"payments": 41234},
+                                                                 "relay": {"payments": 41234}}
+
+
+def taken_port() -> socket.socket:
+    """A listening socket on a free loopback port: a program that holds a tunnel's port."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    return held
+
+
+async def test_a_run_that_moves_keeps_the_names_port_and_comes_back_to_the_same_second_choice(tmp_path: Path) -> None:
+    from devtunnel.agent.config import TunnelConfig
+    from devtunnel.agent.service import AgentService
+
+    async def url(memory: PortMemory, *configs: TunnelConfig) -> list[int]:
+        service = AgentService(ports=memory)
+        try:
+            return [int(str((await service.start_tunnel(c)).public_url).rsplit(":", 1)[1]) for c in configs]
+        finally:
+            await service.stop()
+
+    memory = PortMemory(tmp_path / "ports.json")
+    with taken_port() as held:
+        own = held.getsockname()[1]
+        memory.put(RELAY, "payments", own)
+        [moved] = await url(memory, TunnelConfig(target="8000", name="payments"))
+        assert moved != own and memory.relay_ports("payments") == [own, moved]
+        assert await url(memory, TunnelConfig(target="8000", name="payments")) == [moved], "the same second URL"
+        with taken_port() as also:  # its second choice taken too: another one, the first kept
+            second = also.getsockname()[1]
+            memory.put(MOVED, "payments", second)
+            [third] = await url(memory, TunnelConfig(target="8000", name="payments"))
+        assert third not in (own, second) and memory.relay_ports("payments") == [own, third]
+    assert await url(memory, TunnelConfig(target="8000", name="payments")) == [own]
+    # A tunnel in another tunnel's relay: a port of its own stays its own; a name without one gets this one.
+    memory.put(RELAY, "orders", 1)
+    assert await url(memory, *(TunnelConfig(target="8000", name=n) for n in ("payments", "orders", "fresh"))) == [own] * 3
+    assert memory.relay_ports("orders") == [1] and memory.relay_ports("fresh") == [own]
+
+
 # -- devtunnel http, run again ---------------------------------------------------------------------------
 def run_once(procs: list[Proc], env: dict[str, str], *extra: str) -> tuple[str, Proc]:
     proc = Proc([*DEVTUNNEL, "http", "8000", "--name", "payments", "--no-tui", "--api-port", "0", "--no-record",
@@ -106,10 +158,10 @@ def test_the_same_tunnel_name_gets_the_same_url_again_unless_its_port_is_taken(
         third, proc = run_once(procs, env)
     moved = FORWARDING.match(third)
     assert moved is not None and int(moved.group(3)) != port
-    assert any(f"port {port}, which tunnel payments had last time, is taken: its URL moves to port {moved.group(3)}"
-               in line for line in proc.err), proc.err
+    assert any(f"port {port} of tunnel payments is taken: this run's URL is on port {moved.group(3)}, remembered as "
+               f"its second choice; payments keeps port {port} for later runs" in line for line in proc.err), proc.err
     fourth, _ = run_once(procs, env)
-    assert fourth == third, "the new port is the one remembered now"
+    assert fourth == first, "the port is free again: the name's own URL"
 
 
 def test_an_unnamed_tunnel_gets_the_same_url_again(env: dict[str, str], procs: list[Proc]) -> None:
@@ -144,6 +196,8 @@ def test_port_pins_the_port_and_a_taken_one_is_an_error(env: dict[str, str], pro
     assert len(proc.err) == 1 and proc.err[0].startswith(f"devtunnel: cannot listen on 127.0.0.1:{port}: "), proc.err
     free = FORWARDING.match(run_once(procs, env, "--port", str(port))[0])
     assert free is not None and free.group(3) == str(port)
+    assert remembered(env)["relay"] == {"payments": port}, "the user's port is the name's port"
+    assert run_once(procs, env)[0] == free.group(0)
 
 
 async def test_two_unnamed_tunnels_to_one_target_in_one_agent_get_two_names(tmp_path: Path) -> None:
@@ -161,3 +215,62 @@ async def test_two_unnamed_tunnels_to_one_target_in_one_agent_get_two_names(tmp_
         await service.stop()
     assert first.name == remembered and second.name not in (remembered, "named") and named.name == "named"
     assert memory.name_for("http://127.0.0.1:8000") == remembered
+
+
+def remembered(env: dict[str, str]) -> dict[str, dict[str, object]]:
+    return json.loads((Path(env["XDG_STATE_HOME"]) / "devtunnel" / "ports.json").read_text())
+
+
+def forwarding_line(line: str) -> re.Match[str]:
+    match = FORWARDING.match(line)
+    assert match is not None, line
+    return match
+
+
+def forwarding(proc: Proc) -> re.Match[str]:
+    return forwarding_line(proc.line(lambda l: l.startswith("Forwarding")))
+
+
+@pytest.mark.parametrize("name", [["--name", "payments"], []], ids=["named", "unnamed"])
+def test_a_second_run_beside_the_first_does_not_take_the_first_ones_url_for_good(
+    env: dict[str, str], procs: list[Proc], name: list[str]
+) -> None:
+    def start() -> Proc:
+        proc = Proc([*DEVTUNNEL, "http", "8000", *name, "--no-tui", "--api-port", "0", "--no-record"], env)
+        procs.append(proc)
+        return proc
+
+    first = start()
+    url = forwarding(first)
+    second = start()  # the same name, while the first holds its port
+    moved = forwarding(second)
+    assert moved.group(2) == url.group(2) and moved.group(3) != url.group(3)
+    port, tunnel = int(url.group(3)), url.group(2)
+    second.line(lambda l: f"port {port} of tunnel {tunnel} is taken: this run's URL is on port {moved.group(3)}" in l
+                and l.endswith(f"{tunnel} keeps port {port} for later runs"), lines="err")
+    assert remembered(env)["relay"] == {tunnel: port}
+    assert remembered(env)["relay moved"] == {tunnel: int(moved.group(3))}
+    for proc in (second, first):
+        assert proc.stop(signal.SIGTERM) == 0
+    third = start()
+    assert forwarding(third).group(1) == url.group(1), third.err
+    assert third.stop(signal.SIGTERM) == 0
+    assert not any("taken" in line for line in third.err), third.err
+
+
+def test_while_a_program_holds_the_port_every_run_gets_the_same_second_url(
+    env: dict[str, str], procs: list[Proc]
+) -> None:
+    first, _ = run_once(procs, env)
+    port = int(forwarding_line(first).group(3))
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the last run's connections may linger
+        held.bind(("127.0.0.1", port))
+        held.listen(1)
+        second, _ = run_once(procs, env)
+        third, proc = run_once(procs, env)
+    assert second != first and third == second
+    assert any(f"is on port {forwarding_line(third).group(3)}, its second choice; payments keeps port {port} "
+               "for later runs" in line for line in proc.err), proc.err
+    assert remembered(env)["relay"] == {"payments": port}
+    assert run_once(procs, env)[0] == first
