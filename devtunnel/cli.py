@@ -387,6 +387,9 @@ got no answer or was left out, 2 on bad usage (nothing sent).
                    help="with --filter: the newest N matches, sent oldest first (without it, more than 100 "
                         "matches are refused; 0: every match)")
     p.add_argument("--to", metavar="URL", help="send to this base URL instead of the tunnel's target")
+    p.add_argument("--api", metavar="URL", help="the agent API asked whether the tunnel holds requests while its app "
+                                                "restarts (--hold), to wait as they do (default: the first agent on "
+                                                "127.0.0.1 from agent.api_port on)")
     p.add_argument("--method", help="replace the method (sent as typed)")
     p.add_argument("--path", help="replace the path and query")
     p.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'", help="set a header (NAME: to delete)")

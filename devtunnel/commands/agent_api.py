@@ -1,9 +1,11 @@
-"""Finding a running agent's API from a command (``devtunnel logs``, ``devtunnel send``).
+"""Finding a running agent's API from a command (``devtunnel logs``, ``send``, ``replay``).
 
 The agent listens on 127.0.0.1 from ``agent.api_port`` (4040) on, moving to the next free port
 when the default is taken, so a command looks at ``--api URL`` if given, else at the first
-``PORTS_TRIED`` ports from there. Answers come from another process: what is read of them is
-checked before it is used (a tunnel's public URL must be an http(s) URL with a host).
+``PORTS_TRIED`` ports from there. What answers there is taken for an agent only when it answers
+``/api/tunnels`` as one does (``agent_tunnels``): another server on that port is no agent. Answers
+come from another process: what is read of them is checked before it is used (a tunnel's public
+URL must be an http(s) URL with a host).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import http.client
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from devtunnel.errors import ConfigError, DevtunnelError
 from devtunnel.values.terminal import quoted
 from devtunnel.values.urls import split_url
 
-__all__ = ["PORTS_TRIED", "RunningTunnel", "candidates", "get", "no_agent", "running_tunnels"]
+__all__ = ["PORTS_TRIED", "RunningTunnel", "agent_tunnels", "candidates", "get", "no_agent", "places_text",
+           "running_tunnels"]
 
 PORTS_TRIED = 10
 """Ports from ``agent.api_port`` on where an agent is looked for without ``--api``."""
@@ -51,11 +55,34 @@ def get(host: str, port: int, path: str, timeout: float | None) -> tuple[http.cl
     return conn, response
 
 
+def agent_tunnels(host: str, port: int) -> list[dict[str, Any]] | None:
+    """The tunnels the devtunnel agent at ``host:port`` runs (its ``/api/tunnels``), those that are
+    JSON objects; None when no agent answers there: nothing listens, or what answers is not one
+    (no 200, no JSON object with a ``tunnels`` list: another server on that port). Each field of
+    a tunnel is another process's word: checked where it is read."""
+    try:
+        conn, response = get(host, port, "/api/tunnels", TIMEOUT)
+    except (OSError, http.client.HTTPException):
+        return None
+    try:
+        data = json.loads(response.read(_MAX_ANSWER)) if response.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
+        data = None
+    finally:
+        conn.close()
+    tunnels = data.get("tunnels") if isinstance(data, dict) else None
+    return [t for t in tunnels if isinstance(t, dict)] if isinstance(tunnels, list) else None
+
+
+def places_text(tried: list[tuple[str, int]]) -> str:
+    """Where a command looked for an agent: ``127.0.0.1:4040 to 127.0.0.1:4049``, or the one place."""
+    first, last = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in (tried[0], tried[-1]))
+    return first if len(tried) == 1 else f"{first} to {last}"
+
+
 def no_agent(tried: list[tuple[str, int]], then: str = "give --api URL") -> DevtunnelError:
     """The error of a command that found no agent at ``tried``."""
-    first, last = (f"{host}:{port}" for host, port in (tried[0], tried[-1]))
-    where = first if len(tried) == 1 else f"{first} to {last}"
-    return DevtunnelError(f"no devtunnel agent answers at {where}: start one with devtunnel http/up, or {then}")
+    return DevtunnelError(f"no devtunnel agent answers at {places_text(tried)}: start one with devtunnel http/up, or {then}")
 
 
 @dataclass(frozen=True)
@@ -75,25 +102,11 @@ def running_tunnels(places: list[tuple[str, int]]) -> list[RunningTunnel]:
     found: list[RunningTunnel] = []
     answered = False
     for host, port in places:
-        try:
-            conn, response = get(host, port, "/api/tunnels", TIMEOUT)
-        except (OSError, http.client.HTTPException):
-            continue
-        try:
-            if response.status != 200:
-                continue
-            data = json.loads(response.read(_MAX_ANSWER))
-        except (OSError, http.client.HTTPException, ValueError):
-            continue
-        finally:
-            conn.close()
-        tunnels = data.get("tunnels") if isinstance(data, dict) else None
-        if not isinstance(tunnels, list):
+        tunnels = agent_tunnels(host, port)
+        if tunnels is None:
             continue
         answered = True
         for item in tunnels:
-            if not isinstance(item, dict):
-                continue
             name, url, state = item.get("name"), item.get("public_url"), item.get("state", "")
             config = item.get("config")
             table = config.get("table") if isinstance(config, dict) else None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import math
 import os
@@ -65,7 +64,7 @@ from devtunnel.export.base import base_url_parts
 from devtunnel.export.agent_json import capture_json
 from devtunnel.agent.exchange_log import line_start, request_line, verdict_line
 from devtunnel.agent.hold import CONNECT_TIMEOUT, RETRY_INTERVAL, still_down, still_refused, target_listens
-from devtunnel.commands.agent_api import TIMEOUT as AGENT_TIMEOUT, candidates, get
+from devtunnel.commands.agent_api import agent_tunnels, candidates, no_agent, places_text
 from devtunnel.replay import not_recorded, once_per_delivery, replay_many
 from devtunnel.values.exchange_ids import id_time, time_prefix
 from devtunnel.values.sizes import format_size
@@ -1025,16 +1024,34 @@ def _hold_of(tunnel: dict[str, Any]) -> float:
     return 0.0
 
 
-def _held_tunnels(args: argparse.Namespace, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[tuple[str, int], float]]:
-    """Of the tunnels ``wanted`` (name, target), those a running agent holds requests for
-    (``--hold``): where that agent's API is, and the hold. Empty when no agent answers."""
-    found: dict[tuple[str, str], tuple[tuple[str, int], float]] = {}
-    for place in candidates(None, settings_of(args).agent.api_port):
-        for tunnel in _tunnels(place):
+_HeldAt = dict[tuple[str, str], tuple[tuple[str, int], float]]
+"""Tunnels (name, target) a running agent holds requests for: where its API is, and the hold."""
+
+
+def _held_tunnels(places: list[tuple[str, int]], wanted: set[tuple[str, str]],
+                  api: str | None) -> tuple[_HeldAt, set[tuple[str, str]]]:
+    """Of the tunnels ``wanted`` (name, target), those an agent answering at ``places`` holds
+    requests for (``--hold``), and those an agent there runs at all, holding or not. Both empty
+    when no agent answers.
+
+    Raises:
+        DevtunnelError: ``api`` (``--api``) names the place, and no agent answers there.
+    """
+    found: _HeldAt = {}
+    running: set[tuple[str, str]] = set()
+    answered = False
+    for place in places:
+        tunnels = agent_tunnels(*place)
+        answered = answered or tunnels is not None
+        for tunnel in tunnels or []:
             key = _key_of(tunnel)
-            if key in wanted and (hold := _hold_of(tunnel)) > 0:
-                found.setdefault(key, (place, hold))
-    return found
+            if key in wanted:
+                running.add(key)
+                if (hold := _hold_of(tunnel)) > 0:
+                    found.setdefault(key, (place, hold))
+    if api and not answered:
+        raise no_agent(places, "leave --api out to send the replay without asking one")
+    return found, running
 
 
 def _key_of(tunnel: dict[str, Any]) -> tuple[str, str] | None:
@@ -1043,39 +1060,40 @@ def _key_of(tunnel: dict[str, Any]) -> tuple[str, str] | None:
     return (str(tunnel.get("name")), str(config.get("addr"))) if isinstance(config, dict) else None
 
 
-def _tunnels(place: tuple[str, int]) -> list[dict[str, Any]]:
-    """The tunnels the agent at ``place`` reports (``/api/tunnels``), those that are JSON objects;
-    empty when it does not answer. Another process's answer: each field is checked where read."""
-    try:
-        conn, response = get(*place, "/api/tunnels", AGENT_TIMEOUT)
-    except (OSError, http.client.HTTPException):
-        return []
-    try:
-        data = json.loads(response.read(4 << 20)) if response.status == 200 else None
-    except (OSError, http.client.HTTPException, ValueError):
-        data = None
-    finally:
-        conn.close()
-    tunnels = data.get("tunnels") if isinstance(data, dict) else None
-    return [t for t in tunnels if isinstance(t, dict)] if isinstance(tunnels, list) else []
-
-
-def _wait_for_apps(args: argparse.Namespace, originals: list[Exchange]) -> dict[tuple[str, str], tuple[float, str]]:
-    """Wait as a request of an exchange's tunnel waits at its gate when a running agent holds that
-    tunnel's requests (``--hold``, ``agent/hold.py``): while its app (``--run``) is down, as the
-    agent says, and while its target refuses connections, asked as the gate asks it
-    (``hold.target_listens``); at most the hold. For each tunnel (name, target) waited for: the
-    seconds waited, and the reason a held request is given when the hold ran out first
-    (``hold.still_down``, ``hold.still_refused``), else ''. Without a running agent: nothing."""
+def _wait_for_apps(args: argparse.Namespace, originals: list[Exchange],
+                   places: list[tuple[str, int]]) -> tuple[dict[tuple[str, str], tuple[float, str]], set[tuple[str, str]]]:
+    """Wait as a request of an exchange's tunnel waits at its gate when a running agent (at
+    ``places``) holds that tunnel's requests (``--hold``, ``agent/hold.py``): while its app
+    (``--run``) is down, as the agent says, and while its target refuses connections, asked as the
+    gate asks it (``hold.target_listens``); at most the hold. For each tunnel (name, target) waited
+    for: the seconds waited, and the reason a held request is given when the hold ran out first
+    (``hold.still_down``, ``hold.still_refused``), else ''. Without a running agent: nothing.
+    Then the tunnels (name, target) an agent there runs, whether it holds their requests or not."""
     wanted = {(o.tunnel, o.target_url) for o in originals if o.target_url}
-    held = _held_tunnels(args, wanted) if wanted else {}
+    held, running = _held_tunnels(places, wanted, args.api) if wanted else ({}, set())
     waited: dict[tuple[str, str], tuple[float, str]] = {}
     start = time.monotonic()
     for (name, target), (place, hold) in held.items():
         reason = _wait_for_tunnel(name, target, place, hold, start + hold)
         if reason is not None:
             waited[(name, target)] = (time.monotonic() - start, reason)
-    return waited
+    return waited, running
+
+
+def _say_unasked(originals: list[Exchange], results: list[Exchange], running: set[tuple[str, str]],
+                 places: list[tuple[str, int]]) -> None:
+    """For each tunnel whose target refused a replay that no agent at ``places`` runs: say so,
+    once. Its agent may hold its requests while its app restarts (``--hold``) with its API on
+    another port (``http --api-port``): the replay, not told, went out at once."""
+    said: set[tuple[str, str]] = set()
+    for original, result in zip(originals, results):
+        key = (original.tunnel, original.target_url)
+        if result.error != "local_refused" or key in running or key in said:
+            continue
+        said.add(key)
+        err(f"tunnel {original.tunnel}: its target refused the replay, which waited for nothing: no devtunnel"
+            f" agent at {places_text(places)} runs this tunnel to say whether it holds requests while its app"
+            " restarts (--hold); --api URL names its agent's API if that listens elsewhere")
 
 
 def _wait_for_tunnel(name: str, target: str, place: tuple[str, int], hold: float, deadline: float) -> str | None:
@@ -1086,7 +1104,7 @@ def _wait_for_tunnel(name: str, target: str, place: tuple[str, int], hold: float
     address = _probe_address(target)
     said: list[str] = []
     while True:
-        tunnel = next((t for t in _tunnels(place) if _key_of(t) == (name, target)), None)
+        tunnel = next((t for t in agent_tunnels(*place) or [] if _key_of(t) == (name, target)), None)
         if tunnel is None or _hold_of(tunnel) <= 0 or tunnel.get("state") == "stopped":
             break  # the agent holds nothing for it now: sent as it would be without one
         app = tunnel.get("app") if isinstance(tunnel.get("app"), dict) else None
@@ -1189,6 +1207,11 @@ async def _send_replays(originals: list[Exchange], args: argparse.Namespace, edi
 def _replay(args: argparse.Namespace) -> int:
     if args.to is not None and not args.to.startswith(("http://", "https://")):
         raise ConfigError(f"--to must be an http:// or https:// URL, not {quoted(args.to)}")
+    if args.to is not None and args.api:
+        raise ConfigError("--to URL sends there, where nothing is held: --api names the agent asked whether a"
+                          " tunnel holds requests, for a replay to the tunnel's target; give one of them")
+    # Where the agent is asked whether a tunnel holds its requests; a bad --api said before anything.
+    places = candidates(args.api, settings_of(args).agent.api_port)
     for name in args.ignore_header:
         if not name or any(c in name for c in ": \t\r\n"):
             raise ConfigError(f"--ignore-header takes a header name such as X-Build, not {quoted(name)}")
@@ -1223,7 +1246,7 @@ def _replay(args: argparse.Namespace) -> int:
     # config secrets and custom providers as well as the conventional variables.
     judge = webhook_context(settings_of(args))
     # Sent to its tunnel's target, a replay waits for the app a running agent holds requests for.
-    waited = _wait_for_apps(args, originals) if args.to is None else {}
+    waited, running = _wait_for_apps(args, originals, places) if args.to is None else ({}, set())
     expired = {target: reason for (_, target), (_, reason) in waited.items() if reason}
     try:
         results = asyncio.run(_send_replays(originals, args, edit, judge, expired))
@@ -1255,6 +1278,8 @@ def _replay(args: argparse.Namespace) -> int:
             print("\n".join(_outcome_lines(original, result, ignore_headers)))
     if args.json:
         print(json.dumps(summaries, indent=2))
+    if args.to is None:
+        _say_unasked(originals, results, running, places)
     if unrecorded is not None:
         err(str(not_recorded(results, unrecorded)))
         return EXIT_ERROR

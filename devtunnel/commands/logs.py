@@ -3,8 +3,10 @@
 The agent keeps the app's last lines (bounded); this command reads them from
 ``GET /api/tunnels/NAME/logs`` of the agent that runs tunnel NAME: the one at ``--api URL``, or
 the first answering on 127.0.0.1 from ``agent.api_port`` (4040) on, as the agent moves to the
-next free port when the default is taken. Lines are the app's own output, so every one is escaped
-for the terminal before it is printed.
+next free port when the default is taken. What answers there is asked first whether it is an
+agent at all (``agent_api.agent_tunnels``, as ``send`` asks): another server on that port is not
+read for logs. Lines are the app's own output, so every one is escaped for the terminal before it
+is printed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
 
-from devtunnel.commands.agent_api import PORTS_TRIED, TIMEOUT, candidates, get, no_agent
+from devtunnel.commands.agent_api import PORTS_TRIED, TIMEOUT, agent_tunnels, candidates, get, no_agent
 from devtunnel.commands.config import settings_of
 from devtunnel.commands.output import safe
 from devtunnel.errors import ConfigError, DevtunnelError, NotFoundError
@@ -39,6 +41,8 @@ def _open(args: argparse.Namespace, path: str, follow: bool) -> tuple[http.clien
     not_found = ""
     places = candidates(args.api, settings_of(args).agent.api_port)
     for host, port in places:
+        if agent_tunnels(host, port) is None:
+            continue  # nothing there, or another server: its answer to the logs' path means nothing
         try:
             conn, response = get(host, port, path, None if follow else TIMEOUT)
         except (OSError, http.client.HTTPException):
@@ -95,8 +99,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.follow:
             data = json.loads(response.read())
-            for line in data.get("lines", []):
-                _print(log_line_text(line), out)
+            lines = data.get("lines") if isinstance(data, dict) else None
+            if not isinstance(lines, list):
+                raise DevtunnelError(f"reading the logs of {quoted(args.name)} failed: the agent's answer holds no lines")
+            for line in lines:
+                if isinstance(line, dict):
+                    _print(log_line_text(line), out)
             return 0
         for item in _lines(response):
             if "dropped" in item and "text" not in item:

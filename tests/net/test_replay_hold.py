@@ -407,3 +407,96 @@ def test_a_cli_replay_to_a_target_that_never_listens_fails_as_the_held_requests_
     [summary] = json.loads(cli.stdout)
     assert summary["error"] == "app_restarting" and summary["status"] is None and summary["held_ms"] > 0
     assert reason in t.cli("show", summary["id"]).stdout
+
+
+# The agent's API on a port of its own (--api-port): found with --api ----------------------------
+
+
+class ApiElsewhere:
+    """``devtunnel http PORT --api-port P --run CMD --hold HOLD``: the agent's API on a port a
+    command does not look at by itself (devtunnel.toml's ``agent.api_port`` names another, where
+    nothing listens); its app (``app_fixture.py``) listens once a file exists: it comes up late."""
+
+    def __init__(self, root: Path, hold: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{free_port()}"
+        self.looked = free_port()
+        """``agent.api_port``: a command without --api looks from there on."""
+        self.listen = root / "listen"
+        self.db = root / "c.db"
+        self.env = _env(root)
+        (root / "devtunnel.toml").write_text(f"[agent]\napi_port = {self.looked}\n")
+        run = f"{sys.executable} {APP} {self.port} --listen-file {self.listen}"
+        self.proc = Proc([*DEVTUNNEL, "http", str(self.port), "--api-port", self.api.rsplit(":", 1)[1], "--run", run,
+                          "--hold", hold, "--no-tui", "--db", str(self.db)], self.env, cwd=root)
+        match = FORWARDING.match(self.proc.line(lambda l: FORWARDING.match(l) is not None))
+        assert match is not None
+        self.name = match.group(2)
+        self.host = f"{self.name}.localhost:{match.group(3)}"
+        self.proc.line(lambda l: l.startswith("API "))
+        wait_for(lambda: self.tunnel()["app"]["state"] == "starting", timeout=30, what="the app starting")
+
+    def tunnel(self) -> dict[str, Any]:
+        [tunnel] = httpx.get(self.api + "/api/tunnels", timeout=10).json()["tunnels"]
+        return tunnel
+
+    def captured(self) -> str:
+        """The id of a webhook captured by this tunnel, stored as the agent stores one."""
+        original = make_exchange("POST", "/hooks/order", [("Host", self.host), ("Content-Length", "9")], b'{"id": 1}',
+                                 make_response(200, [("Content-Length", "0")], b""), tunnel=self.name,
+                                 target_url=self.tunnel()["config"]["addr"])
+        store = Store(self.db)
+        try:
+            store.put(original)
+        finally:
+            store.close()
+        return original.id
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*DEVTUNNEL, "--db", str(self.db), *args], capture_output=True, text=True,
+                              timeout=90, env=self.env, cwd=self.root)
+
+
+@pytest.fixture
+def api_elsewhere(tmp_path: Path) -> Iterator[Any]:
+    started: list[ApiElsewhere] = []
+
+    def start(hold: str = "60s") -> ApiElsewhere:
+        started.append(ApiElsewhere(tmp_path, hold))
+        return started[-1]
+
+    yield start
+    for a in started:
+        if a.proc.popen.poll() is None:
+            a.proc.stop(signal.SIGTERM)
+
+
+def test_a_cli_replay_asks_the_agent_api_given_with_api_and_waits_for_the_app_coming_up_late(api_elsewhere: Any) -> None:
+    # Without --api it found no agent on its own ports and went out at once: ERR local_refused.
+    a = api_elsewhere()
+    original = a.captured()
+    cli = Proc([*DEVTUNNEL, "--db", str(a.db), "replay", original, "--api", a.api, "--json"], a.env, cwd=a.root)
+    cli.line(lambda l: f"tunnel {a.name}: its app is not up yet; the replay waits for it, up to 60 s (--hold)" in l,
+             lines="err")
+    assert cli.popen.poll() is None and a.tunnel()["app"]["state"] == "starting"  # it waits: nothing sent yet
+    a.listen.touch()
+    assert cli.wait(90) == 0, (cli.out, cli.err)
+    [summary] = json.loads("\n".join(cli.out))
+    assert summary["status"] == 200 and summary["error"] is None
+    assert summary["held_ms"] > 0 and summary["holding"] is False
+    assert a.tunnel()["app"]["state"] == "ready"
+
+
+def test_a_cli_replay_refused_with_no_agent_found_says_where_it_looked_and_names_api(api_elsewhere: Any) -> None:
+    a = api_elsewhere()
+    original = a.captured()
+    cli = a.cli("replay", original)
+    assert cli.returncode == 1, (cli.stdout, cli.stderr)
+    assert "ERR local_refused" in cli.stdout, cli.stdout
+    last = min(a.looked + 9, 65535)
+    assert (f"devtunnel: tunnel {a.name}: its target refused the replay, which waited for nothing: no devtunnel agent"
+            f" at 127.0.0.1:{a.looked} to 127.0.0.1:{last} runs this tunnel to say whether it holds requests while"
+            " its app restarts (--hold); --api URL names its agent's API if that listens elsewhere") in cli.stderr
+    assert "waits" not in cli.stderr and "Traceback" not in cli.stderr
+    assert a.tunnel()["app"]["state"] == "starting"  # (its app never came up: the target refused)
