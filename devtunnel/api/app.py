@@ -61,7 +61,7 @@ from devtunnel.api.plumbing import (
     tunnel_of,
     tunnel_options,
 )
-from devtunnel.api.security import LoopbackOnly
+from devtunnel.api.security import ApiHttpProtocol, LoopbackOnly
 from devtunnel.api.service import Service, service_of
 from devtunnel.export.agent_json import ENDPOINTS_URI, REQUESTS_URI, TUNNELS_URI, tunnel_json
 
@@ -302,7 +302,7 @@ async def serve_api(service: Service, port: int | socket.socket = 4040, **app_op
     # log_config=None: uvicorn's records go through the process's handlers (escaped on stderr, or
     # the agent's log file under the inspector), not a stderr handler of uvicorn's own.
     config = uvicorn.Config(create_app(service, **app_options), lifespan="off", log_level="warning",
-                            log_config=None, access_log=False, ws=_EventsProtocol)
+                            log_config=None, access_log=False, http=ApiHttpProtocol, ws=_EventsProtocol)
     server = ApiServer(config)
     task = server.task = asyncio.create_task(server.serve(sockets=[sock]), name=f"agent-api:{bound}")
     listening = asyncio.ensure_future(server.listening.wait())

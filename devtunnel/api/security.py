@@ -6,6 +6,9 @@ through a plain cross-site request. :class:`LoopbackOnly` refuses both before an
 the Host must be a loopback name, and a browser request must come from a loopback origin
 (``values.loopback``, the rule the embedded relay's Hosts follow too). It
 also refuses what a proxy forwarded (a tunnel to the API's own port), whatever its Host.
+A target in absolute-form (``GET http://evil.example/api/tunnels``) names its host in place of
+the Host field, as it does at the embedded relay (``values.absolute_target``, read by
+:class:`ApiHttpProtocol`): a foreign one is refused like a foreign Host, a malformed one is a 400.
 Every HTTP answer says ``X-Content-Type-Options: nosniff``: answers quote captured data
 (``<script>`` in a path or body), which a browser must never read as anything but JSON.
 """
@@ -16,10 +19,13 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
 from devtunnel.export.agent_json import error_json
+from devtunnel.values.absolute_target import authority_as_host
 from devtunnel.values.loopback import is_loopback_host, is_loopback_origin
 
-__all__ = ["LoopbackOnly"]
+__all__ = ["ApiHttpProtocol", "LoopbackOnly"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -107,3 +113,25 @@ class LoopbackOnly:
                 }
             )
             await send({"type": "http.response.body", "body": body})
+
+
+class ApiHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol (httptools) reading a target in absolute-form as a server must
+    (RFC 9112 3.2.2) and as the embedded relay does (``values.absolute_target``): its authority
+    becomes the Host that :class:`LoopbackOnly` judges, its path the route.
+
+    uvicorn alone takes the path of ``GET http://evil.example/api/tunnels`` and keeps the Host
+    field the client added (``localhost``): a request that names another host was served. A target
+    in absolute-form that cannot be read (user info, no host) gets uvicorn's 400 for a malformed
+    request (an exception raised in a parser callback is a parser error to httptools). A WebSocket
+    handshake is read the same way: uvicorn hands it on as the head rewritten here.
+    """
+
+    def on_headers_complete(self) -> None:
+        if not self.url.startswith(b"/"):  # (origin-form, nearly every request, pays nothing)
+            read = authority_as_host(self.url, self.parser.get_method(), lowered=self.headers)
+            if isinstance(read, str):
+                raise ValueError(read)
+            if read is not None:
+                self.url = read
+        super().on_headers_complete()

@@ -29,7 +29,8 @@ from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pending import DROPPED_PENDING, REFUSAL_GRACE, RETRY_AFTER, Droppable, PendingConnections
 from devtunnel.values.sizes import format_size
 from devtunnel.values.http1 import connection_tokens, field_value, is_token
-from devtunnel.values.request_head import absolute_form, answer_text, head_problem
+from devtunnel.values.absolute_target import authority_as_host
+from devtunnel.values.request_head import answer_text, head_problem
 
 #: Key of the ASGI scope extension that carries the client connection (``HeadLimitedHttpProtocol``).
 CONNECTION_EXTENSION = "devtunnel.connection"
@@ -949,22 +950,12 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         request still goes only to the tunnel's own local service: the agent connects to its
         target alone, whatever the Host says. Raises ``_BadHead`` with ``problem`` for a target
         that is not in absolute-form, and with what is wrong with one that is malformed."""
-        read = absolute_form(self.url, method)
+        read = authority_as_host(self.url, method, lowered=self.headers, raw=self._raw_headers)
         if read is None:
             raise _BadHead(problem)
         if isinstance(read, str):
             raise _BadHead(read)
-        authority, self.url = read
-        raw, lowered = self._raw_headers, self.headers
-        found = False
-        for i, (name, _) in enumerate(lowered):
-            if name == b"host":
-                found = True
-                lowered[i] = (name, authority)
-                raw[i] = (raw[i][0], authority)
-        if not found:
-            raw.append((b"Host", authority))
-            lowered.append((b"host", authority))
+        self.url = read
 
     def on_chunk_header(self) -> None:
         # The trailer section follows the last chunk header: each one starts its count afresh.

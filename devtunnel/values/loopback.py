@@ -9,6 +9,7 @@ relay both refuse a ``Host`` that is not a loopback name, by the one rule here.
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from devtunnel.values.numbers import is_decimal
@@ -16,26 +17,49 @@ from devtunnel.values.numbers import is_decimal
 __all__ = ["is_loopback_host", "is_loopback_origin"]
 
 
+_NAME = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+"""A DNS name as a Host may write it: labels of letters, digits and hyphens, none empty."""
+_PORT_DIGITS = 5
+
+
+def _port_is_valid(port: str) -> bool:
+    """Whether ``port`` is a port number, 1-65535, in ASCII digits."""
+    return is_decimal(port) and len(port) <= _PORT_DIGITS and 0 < int(port) <= 65535
+
+
 def _split_host(value: str) -> str | None:
-    """The host part of a ``Host`` header value (``[::1]:4040`` -> ``::1``); None if malformed."""
-    value = value.strip()
+    """The host of a ``Host`` header value (``[::1]:4040`` -> ``::1``), or None when the value is
+    not a host and an optional port: a DNS name (``_NAME``), an IPv4 address, or an IPv6 address
+    in brackets, then ``:`` and a port of 1-65535 at most.
+
+    The syntax comes first, the name after: ``evil.com#.localhost``, ``evil.com\\.localhost`` and
+    ``.localhost`` end in ``.localhost`` but are no host name (a browser or a proxy may read
+    ``evil.com`` in them), and ``localhost:99999999`` names no port."""
+    value = value.strip(" \t")  # (the spaces around a field value, RFC 9110 5.5: no other)
     if value.startswith("["):
         end = value.find("]")
         if end < 0:
             return None
         host, rest = value[1:end], value[end + 1 :]
-        if rest and not (rest.startswith(":") and is_decimal(rest[1:])):
+        if rest and not (rest.startswith(":") and _port_is_valid(rest[1:])):
+            return None
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
             return None
         return host
     host, sep, port = value.partition(":")
-    if sep and not is_decimal(port):
+    if sep and not _port_is_valid(port):
         return None
+    if not _NAME.fullmatch(host):
+        return None  # an IPv4 address passes too: digits and dots
     return host
 
 
 def _loopback_name(host: str) -> bool:
+    """Whether ``host`` (no port, no brackets) is a loopback name or address."""
     host = host.lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost" or (host.endswith(".localhost") and _NAME.fullmatch(host)):
         return True
     try:
         return ipaddress.ip_address(host) in (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
@@ -44,16 +68,14 @@ def _loopback_name(host: str) -> bool:
 
 
 def is_loopback_host(value: str) -> bool:
-    """True for a Host header naming this machine: ``127.0.0.1``, ``localhost``, ``[::1]``, ``*.localhost``, any port.
+    """True for a Host header naming this machine: ``127.0.0.1``, ``localhost``, ``[::1]``, ``*.localhost``,
+    with a port of 1-65535 or none.
 
     Any port: a page can choose the port its requests go to, never the name a browser puts in
-    ``Host`` for it (``*.localhost`` a browser resolves to loopback itself)."""
+    ``Host`` for it (``*.localhost`` a browser resolves to loopback itself). The value must be a
+    host and a port by their syntax (``_split_host``) before its name is looked at."""
     host = _split_host(value)
-    if not host:
-        return False
-    if ":" in host and not value.strip().startswith("["):
-        return False  # a bare IPv6 address must be bracketed in a Host header
-    return _loopback_name(host)
+    return host is not None and _loopback_name(host)
 
 
 def is_loopback_origin(value: str) -> bool:

@@ -614,6 +614,72 @@ async def test_a_duplicated_origin_is_refused_like_a_duplicated_host(
     assert (await _raw(api.port, one))[0] == 200
 
 
+_FOREIGN_HOST = "the agent API answers only to a loopback Host (127.0.0.1, localhost, [::1], *.localhost)"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"evil.com#.localhost", b"evil.com/.localhost", b"evil.com\\.localhost", b".localhost", b"a..localhost",
+     b"localhost:99999999", b"localhost:65536", b"localhost:0", b"localhost:", b"evil.com@localhost",
+     b"[::1]:99999", b"[evil.com]", b"::1", b"localhost\x85"],
+)
+async def test_a_host_that_is_no_host_name_and_port_is_refused_whatever_it_ends_with(api: Api, host: bytes) -> None:
+    # Each got 200: only the end of the name was looked at (.localhost), and any digits as a port.
+    head = b"GET /api/tunnels HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    status, body = await _raw(api.port, head)
+    assert status == 403, body
+    assert json.loads(body)["msg"] == _FOREIGN_HOST
+
+
+async def test_loopback_hosts_with_a_port_are_served_over_a_raw_socket(api: Api) -> None:
+    for host in (b"localhost", f"127.0.0.1:{api.port}".encode(), f"[::1]:{api.port}".encode(), b"inspect.localhost",
+                 b"LocalHost:65535"):
+        head = b"GET /api/tunnels HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+        status, body = await _raw(api.port, head)
+        assert status == 200 and "tunnels" in json.loads(body), (host, body)
+
+
+@pytest.mark.parametrize("authority", [b"evil.com", b"evil.com:4040", b"localhost.evil.com"])
+async def test_an_absolute_target_naming_another_host_is_refused_whatever_the_host_field_says(
+    api: Api, authority: bytes
+) -> None:
+    # The target's authority is the request's host (RFC 9112 3.2.2), as the embedded relay reads it (421).
+    head = (b"DELETE http://" + authority + b"/api/requests/http HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    status, body = await _raw(api.port, head)
+    assert status == 403 and json.loads(body)["msg"] == _FOREIGN_HOST, body
+    assert api.store.count() == len(api.exchanges)  # nothing was cleared
+
+
+async def test_an_absolute_target_naming_a_loopback_host_is_served_by_its_path(api: Api) -> None:
+    for target, host in ((f"http://127.0.0.1:{api.port}/api/tunnels", b"evil.com"), ("HTTP://localhost/api/tunnels", None)):
+        head = (b"GET " + target.encode() + b" HTTP/1.1\r\n" + (b"Host: " + host + b"\r\n" if host else b"")
+                + b"Connection: close\r\n\r\n")
+        status, body = await _raw(api.port, head)
+        assert status == 200 and "tunnels" in json.loads(body), (target, body)
+
+
+@pytest.mark.parametrize("target", [b"http://evil.com@localhost/api/tunnels", b"http:///api/tunnels", b"http://:4040/api/tunnels"])
+async def test_an_absolute_target_that_names_no_host_is_a_400(api: Api, target: bytes) -> None:
+    status, body = await _raw(api.port, b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert status == 400, body
+
+
+async def test_an_events_handshake_with_an_absolute_target_naming_another_host_is_refused(api: Api) -> None:
+    head = (b"GET http://evil.com/api/events HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    status, _ = await _raw(api.port, head)
+    assert status == 403
+    good = head.replace(b"http://evil.com", f"http://127.0.0.1:{api.port}".encode())
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    try:
+        writer.write(good)
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 101 ")
+    finally:
+        writer.close()
+
+
 async def test_no_answer_may_be_sniffed_as_html_by_a_browser(api: Api) -> None:
     # Answers quote captured data (a path of <script>, a body of HTML): a browser that reaches
     # one (an old one sending no Origin nor Sec-Fetch-Site) must read it as JSON and nothing else.

@@ -18,7 +18,8 @@ from tests.kit.exchanges import make_exchange, make_response
 
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1", "127.0.0.1:4040", "localhost", "LOCALHOST:4040", "[::1]", "[::1]:4040", "app.localhost", "a.b.localhost:80"],
+    ["127.0.0.1", "127.0.0.1:4040", "localhost", "LOCALHOST:4040", "[::1]", "[::1]:4040", "app.localhost", "a.b.localhost:80",
+     "localhost:65535", "my-app.localhost:1"],
 )
 def test_loopback_hosts_are_accepted(host: str) -> None:
     assert is_loopback_host(host)
@@ -40,6 +41,17 @@ def test_loopback_hosts_are_accepted(host: str) -> None:
         "localhost:abc",
         "[::ffff:127.0.0.1]",
         "10.0.0.1",
+        "evil.com#.localhost",
+        "evil.com/.localhost",
+        "evil.com\\.localhost",
+        ".localhost",
+        "a..localhost",
+        "localhost.",
+        "localhost:99999999",
+        "localhost:0",
+        "localhost:",
+        "[::1]:65536",
+        "localhost\x85",
     ],
 )
 def test_other_hosts_are_refused(host: str) -> None:
@@ -51,7 +63,8 @@ def test_loopback_origins_are_accepted(origin: str) -> None:
     assert is_loopback_origin(origin)
 
 
-@pytest.mark.parametrize("origin", ["null", "https://evil.example", "file://", "http://localhost.evil.example", "http://localhost:99999", "ftp://localhost"])
+@pytest.mark.parametrize("origin", ["null", "https://evil.example", "file://", "http://localhost.evil.example", "http://localhost:99999", "ftp://localhost",
+                                    "http://.localhost", "http://evil.com%5c.localhost"])
 def test_other_origins_are_refused(origin: str) -> None:
     assert not is_loopback_origin(origin)
 

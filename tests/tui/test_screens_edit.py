@@ -14,7 +14,7 @@ from devtunnel.capture.verdict import Signature, Verdict
 from devtunnel.errors import ReplayError
 from devtunnel.replay import Edit, replay
 from devtunnel.tui.screens import DiffScreen, EditReplayScreen
-from devtunnel.tui.screens.edit import HeaderRow
+from devtunnel.tui.screens.edit import HeaderRow, UnsentChanges
 from tests.helpers import async_wait_for, free_port
 from tests.kit.servers import Received, Reply, http_server
 from tests.tui.screen_fixtures import HOSTILE, ScreenApp, exchange, json_exchange, screen_text, stripe_exchange
@@ -212,19 +212,23 @@ async def test_a_delivery_that_did_not_verify_offers_to_sign_it_anyway_not_to_ke
 
 async def test_esc_with_changes_not_sent_asks_again_before_they_are_lost() -> None:
     """One esc closed the form, and an edit of minutes went with it. Unchanged, or as sent, it
-    still closes at once; with changes not sent, the first esc says so and the second closes."""
+    still closes at once; with changes not sent, the first esc asks and the second closes."""
     ex = json_exchange()
     send = Recorder(ex)
     app = ScreenApp(EditReplayScreen(ex, send))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        screen = app.screen
+        screen = _edit_screen(app)
         await pilot.press("end", *"X")  # the method: POSTX
         await pilot.press("escape")
         await pilot.pause()
-        assert app.screen is screen and not app.dismissed
-        assert _message(app) == "Changes not sent: esc again discards them, ctrl+s sends them."
-        assert screen.query_one("#message").region.area, "the notice is off screen at 80x24"
+        assert isinstance(app.screen, UnsentChanges) and not app.dismissed
+        notice = app.screen.query_one("#unsent", Static)
+        assert str(notice.render()) == UnsentChanges.MESSAGE
+        assert notice.region.area, "the question is off screen at 80x24"
+        await pilot.press("enter")  # back to the form, as it was
+        await pilot.pause()
+        assert app.screen is screen and app.focused is screen.query_one("#method", Input)
         await pilot.press("backspace", "ctrl+s")  # POST again: nothing to lose, sent as captured
         await async_wait_for(lambda: send.edits and screen.replayed is not None, what="the replay")
         await pilot.press("tab", "end", *"&x=1")  # the target: changed, then sent
@@ -252,6 +256,71 @@ async def test_esc_with_changes_not_sent_asks_again_before_they_are_lost() -> No
         await pilot.pause()
         assert app.dismissed
     assert len(send.edits) == 2
+
+
+async def test_keys_after_the_first_esc_reach_no_field_and_ctrl_s_there_sends() -> None:
+    """A user took the first esc for a close and pressed e for the next request: it was typed
+    into the method they could not see had the focus. Now the question takes that key, goes
+    back to the form, and nothing is typed; ctrl+s at the question sends the changes."""
+    ex = json_exchange()
+    send = Recorder(ex)
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = _edit_screen(app)
+        method = screen.query_one("#method", Input)
+        await pilot.press("end", "X", "escape")
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+        assert app.screen is screen and not app.dismissed
+        assert method.value == "POSTX" and app.focused is method
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, UnsentChanges)
+        await pilot.press("ctrl+s")
+        await async_wait_for(lambda: send.edits and screen.replayed is not None, what="the replay")
+        assert app.screen is screen and send.edits[0].method == "POSTX"
+        await pilot.press("escape")  # as sent: closes at once
+        await pilot.pause()
+        assert app.dismissed
+
+    app = ScreenApp(EditReplayScreen(ex, send))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("end", "X", "escape")
+        await pilot.pause()
+        await pilot.press("escape")  # the second esc discards
+        await pilot.pause()
+        assert app.dismissed and len(send.edits) == 1
+
+
+async def test_the_form_opens_on_the_method_and_shows_which_field_has_the_focus() -> None:
+    """The form opened with the cursor in the method while the body editor, framed and with its
+    line highlighted, looked like the field being typed in: a body typed there went into the
+    method. The field with the focus is drawn apart from the others, and the body highlights its
+    line only while it has the focus."""
+    ex = json_exchange()
+    app = ScreenApp(EditReplayScreen(ex, Recorder(ex)))
+    async with app.run_test(size=(110, 34)) as pilot:
+        await pilot.pause()
+        screen = _edit_screen(app)
+        method, target = screen.query_one("#method", Input), screen.query_one("#target", Input)
+        body = screen.query_one("#body", TextArea)
+        name = screen.query(HeaderRow).first().query_one(".name", Input)
+        assert app.focused is method
+        focused = method.styles.background
+        assert focused != target.styles.background
+        assert not body.highlight_cursor_line
+        await pilot.press("down")
+        assert app.focused is name and name.styles.background == focused
+        assert method.styles.background == target.styles.background != focused
+        body.focus()
+        await pilot.pause()
+        assert body.highlight_cursor_line and method.styles.background == target.styles.background
+        body.blur()
+        await pilot.pause()
+        assert not body.highlight_cursor_line
 
 
 async def test_up_and_down_pass_over_a_field_that_cannot_be_edited() -> None:
@@ -589,6 +658,12 @@ async def test_a_form_of_one_field_or_with_a_raw_line_break_is_edited_as_it_is(b
 
 def test_snapshot_edit_screen(snap_compare) -> None:
     assert snap_compare(ScreenApp(EditReplayScreen(json_exchange(), Recorder(json_exchange()))), terminal_size=(110, 34))
+
+
+def test_snapshot_edit_screen_asks_before_unsent_changes_are_lost(snap_compare) -> None:
+    """The first esc with changes not sent: the question over the form, its keys in the key bar."""
+    assert snap_compare(ScreenApp(EditReplayScreen(json_exchange(), Recorder(json_exchange()))),
+                        press=["end", "X", "escape"], terminal_size=(80, 24))
 
 
 def test_snapshot_edit_screen_after_a_replay(snap_compare) -> None:

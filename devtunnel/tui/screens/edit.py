@@ -37,13 +37,17 @@ from devtunnel.errors import DevtunnelError, ReplayError
 from devtunnel.values.http1 import FRAMING
 from devtunnel.tui.render import body_kind, describe_body, escape_control, message_text, status_style
 from devtunnel.tui.screens.detail import TitleLine, exchange_title
+from devtunnel.tui.screens.dialog import Dialog
 from devtunnel.tui.screens.diff import DiffScreen
 from devtunnel.tui.failures import tell_failure
 from devtunnel.tui.widgets.footer import Footer
 from devtunnel.webhooks import delivery_of, detect, expired_signature
 from devtunnel.values.sizes import format_size
 
-__all__ = ["EditReplayScreen", "FieldInput", "Halves", "HeaderRow", "EDIT_LIMIT", "response_preview", "json_hint", "replay_notice"]
+__all__ = [
+    "EditReplayScreen", "FieldInput", "Halves", "HeaderRow", "UnsentChanges", "EDIT_LIMIT", "response_preview", "json_hint",
+    "replay_notice",
+]
 
 EDIT_LIMIT = 1024 * 1024
 """Bodies larger than this are sent unchanged rather than loaded into the editor."""
@@ -164,6 +168,7 @@ class HeaderRow(Horizontal):
         height: 1;
         Input, Input:focus { border: none; height: 1; padding: 0 1; }
         Input { background: $boost; }
+        Input:focus { background: $primary-muted; }
         Input.name { width: 30; max-width: 40%; margin-right: 1; }
         Input.value { width: 1fr; }
         Button { min-width: 5; width: 5; height: 1; border: none; }
@@ -202,6 +207,43 @@ class HeaderRow(Horizontal):
         await self.remove()
 
 
+class UnsentChanges(Dialog[str]):
+    """Asked by esc on a form with changes not sent: dismisses with ``"discard"`` (esc again),
+    ``"send"`` (ctrl+s) or ``"back"`` (any other key, which goes back to the form and is not
+    typed in it: a user who took the first esc for a close went on typing into a field).
+
+    | Key | Action |
+    | :- | :- |
+    | escape | Discard the changes and close the form. |
+    | ctrl+s | Send them. |
+    | any other key | Back to the form. |
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss('discard')", "Discard"),
+        Binding("ctrl+s", "dismiss('send')", "Send", priority=True),
+        Binding("enter", "dismiss('back')", "Back to the form"),
+    ]
+
+    DEFAULT_CSS = """
+    UnsentChanges {
+        align: center middle;
+        #unsent { width: auto; max-width: 64; height: auto; padding: 1 2; border: round $error; background: $surface; }
+    }
+    """
+
+    MESSAGE = "Changes not sent: esc again discards them, ctrl+s sends them, any other key goes back to the form."
+
+    def compose_dialog(self) -> ComposeResult:
+        yield Static(self.MESSAGE, id="unsent", markup=False)
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key not in ("escape", "ctrl+s", "enter"):
+            event.stop()
+            event.prevent_default()
+            self.dismiss("back")
+
+
 class Halves(Horizontal):
     """Two panes side by side, of one width whatever the terminal's: an odd column is left over,
     not given to one pane (fractions of an odd width gave them 40 and 41 cells at 81, and the
@@ -225,7 +267,7 @@ class EditReplayScreen(Screen[None]):
     | ctrl+d | Diff the original exchange against the replayed one (after a send). |
     | up / down | Move to the field above or below (the same column of the next row; from the last row, the signature's checkbox if there is one, then the body). |
     | tab / shift+tab | Move between fields. |
-    | escape | Close (with changes not sent, press it twice: they are discarded). |
+    | escape | Close (with changes not sent, it asks first: esc again discards them, ctrl+s sends them, any other key goes back). |
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -249,6 +291,9 @@ class EditReplayScreen(Screen[None]):
         #edit-title { height: 1; padding: 0 1; background: $panel; }
         #request-line { height: 1; margin: 0 0 1 0; }
         #request-line Input { border: none; height: 1; padding: 0 1; background: $boost; }
+        /* The field with the focus stands out (borderless fields show nothing else but a cursor),
+           and the body editor, whose frame and highlighted line looked active, is dimmed. */
+        #request-line Input:focus { background: $primary-muted; }
         #method { width: 12; margin-right: 1; }
         #target { width: 1fr; }
         .section { height: 1; padding: 0 1; background: $boost; color: $text-accent; }
@@ -290,8 +335,6 @@ class EditReplayScreen(Screen[None]):
         """The latest exchange the replay produced."""
         self._last_sent: Edit | None = None
         """The edit sent last: a form that still describes it has nothing unsent."""
-        self._close_asked = False
-        """Esc was pressed once with changes not sent: the next one closes."""
         request = exchange.request
         kind = body_kind(request.content_type, request.body)
         self._sniffed_json = kind == "json"
@@ -354,7 +397,7 @@ class EditReplayScreen(Screen[None]):
             yield Static("", id="json-hint")
         if self._body_editable:
             yield TextArea(self._original_body, id="body", language=self._language(self._is_json(request.content_type)),
-                           soft_wrap=True, show_line_numbers=True)
+                           soft_wrap=True, show_line_numbers=True, highlight_cursor_line=False)
         else:
             yield Static(
                 f"The {self._body_fixed_reason} body ({format_size(len(request.body))}) is sent as recorded.",
@@ -467,6 +510,18 @@ class EditReplayScreen(Screen[None]):
         self._update_hint()
         self.query_one("#method", Input).focus()
 
+    def on_descendant_focus(self) -> None:
+        self._show_body_focus()
+
+    def on_descendant_blur(self) -> None:
+        self._show_body_focus()
+
+    def _show_body_focus(self) -> None:
+        """The body editor highlights its cursor's line only while it has the focus: always
+        highlighted, under a frame, it looked like the field being typed in when the method was."""
+        for body in self.query("#body").results(TextArea):
+            body.highlight_cursor_line = body.has_focus
+
     @on(TextArea.Changed, "#body")
     def _body_changed(self) -> None:
         self._update_hint()
@@ -525,13 +580,18 @@ class EditReplayScreen(Screen[None]):
         return not unchanged and edit != self._last_sent
 
     def action_close(self) -> None:
-        """Close the screen. With changes not sent, the first esc says so and the next closes:
-        an edit of minutes is not lost to one key."""
-        if not self._close_asked and self._unsent_changes():
-            self._close_asked = True
-            self._show_message("Changes not sent: esc again discards them, ctrl+s sends them.", error=True)
+        """Close the screen. With changes not sent, ask first (``UnsentChanges``): an edit of
+        minutes is not lost to one key, and what is typed after that esc reaches no field."""
+        if self._unsent_changes():
+            self.app.push_screen(UnsentChanges(), self._unsent_answered)
             return
         self.dismiss(None)
+
+    def _unsent_answered(self, answer: str | None) -> None:
+        if answer == "discard":
+            self.dismiss(None)
+        elif answer == "send":
+            self.action_send()
 
     def _field_rows(self) -> list[list[Input]]:
         """The form's one-line fields by row: method and target, then each header's name and value."""
@@ -593,7 +653,7 @@ class EditReplayScreen(Screen[None]):
             self._show_message(f"Not sent: {escape_control(str(exc))}", error=True)
             return
         self._show_message(Text("Sending…", "dim"))
-        self._last_sent, self._close_asked = edit, False
+        self._last_sent = edit
         self.run_worker(partial(self._replay, edit), group="replay", exclusive=True, exit_on_error=False)
 
     async def _replay(self, edit: Edit) -> None:
