@@ -304,7 +304,8 @@ The filter language: devtunnel help filters
 """)
     p.add_argument("--filter", "-f", default="", metavar="EXPR", help="filter expression (devtunnel help filters)")
     p.add_argument("--limit", "-n", type=_count, default=None, metavar="N",
-                   help="the newest N (default: 50, with --follow 10; 0 for all)")
+                   help="the newest N (default: 50, with --follow 10; 0 for all); when more match, a line on "
+                        "stderr says how many")
     p.add_argument("--json", action="store_true", help="print a JSON array (with --follow: one object a line)")
     p.add_argument("--follow", action="store_true",
                    help="then print each request as it ends, until Ctrl-C (the line of http --no-tui)")
@@ -606,7 +607,8 @@ examples:
     q = config.add_parser("check", help="check devtunnel.toml (or an ngrok.yml, --config FILE) and say what is wrong",
                           description="Check every devtunnel.toml that is read (config path lists them): 'Valid "
                                       "configuration file at PATH' for each, exit 0; or each problem with its file, "
-                                      "line and key, exit 1. --config FILE checks that file instead: an ngrok.yml "
+                                      "line and key, exit 2 (as for any invalid config file). --config FILE checks "
+                                      "that file instead: an ngrok.yml "
                                       "(.yml, .yaml) as config import-ngrok and start read it, a .toml as devtunnel.toml.")
     q.add_argument("--config", action="append", default=[], metavar="FILE", dest="ngrok_config",
                    help="check this file instead (repeatable), as ngrok's config check takes it")

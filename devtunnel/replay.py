@@ -64,7 +64,7 @@ from devtunnel.values.urls import is_localhost_name
 from devtunnel.webhooks import delivery_of
 from devtunnel.webhooks.resign import Keys, resign
 
-__all__ = ["Edit", "not_recorded", "once_per_delivery", "replay", "replay_many"]
+__all__ = ["Edit", "destination", "not_recorded", "once_per_delivery", "replay", "replay_many"]
 
 _HIGH_BYTE_RE = re.compile(rb"[\x80-\xff]")
 
@@ -85,9 +85,20 @@ def _destination(exchange: Exchange, to: str | None) -> tuple[str, str, str]:
     if not base:
         why = " (a rule at the relay answered it, so it reached no local service)" if exchange.rule else ""
         raise ReplayError(f"exchange {exchange.id} has no target URL to replay to{why}: give a destination URL")
+    return destination(base)
+
+
+def destination(base: str) -> tuple[str, str, str]:
+    """The scheme, authority and path prefix a replay to ``base`` is sent with.
+
+    Raises:
+        ReplayError: ``base`` is no http:// or https:// URL a request can be sent to (the CLI
+            checks ``--to`` with this before anything, a usage error).
+    """
     try:
         parts = urlsplit(base)
-    except ValueError as exc:  # an unclosed "[" of an IPv6 address
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one (or past 65535)
+    except ValueError as exc:  # an unclosed "[" of an IPv6 address, a bad port
         raise ReplayError(f"cannot replay to {quoted(base)}: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ReplayError(f"cannot replay to {quoted(base)}: give an http:// or https:// URL")

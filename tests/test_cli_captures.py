@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import shutil
@@ -11,18 +12,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from devtunnel.capture.bodies import DECODE_LIMIT
 from devtunnel.capture.model import Exchange, WsMessage
 from devtunnel.commands.http import exchange_line
 from devtunnel.values import exchange_ids
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.capture.store import Store
 from devtunnel.commands.output import Column, display_width, hex_preview, human_duration, safe, table, truncate
+from devtunnel.tui.render import describe_body
 from devtunnel.values.sizes import format_size
 from tests.net.api_fixtures import HOSTILE_PATH, PNG, Seen, echo_service, make_exchange, sample_exchanges
 
@@ -628,6 +632,73 @@ def test_show_says_when_only_part_of_a_body_was_recorded(captures: Captures) -> 
     store.put(ex)
     store.close()
     assert "[body cut (first 1 KiB of 50 MiB recorded)]" in cli(captures, "show", ex.id).stdout
+
+
+def _stored_response(captures: Captures, body: bytes, headers: list[tuple[str, str]]) -> Exchange:
+    ex = make_exchange(resp_body=body, resp_headers=headers)
+    store = Store(captures.db)
+    store.put(ex)
+    store.close()
+    return ex
+
+
+def _shown_response(captures: Captures, ex: Exchange) -> list[str]:
+    """The lines ``devtunnel show`` prints for ``ex``'s response, checked to end without a word on stderr."""
+    proc = cli(captures, "show", ex.id)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return proc.stdout.split("── response", 1)[1].splitlines()
+
+
+def test_show_prints_a_gzip_body_decoded_and_reformatted_as_the_inspector_shows_it(captures: Captures) -> None:
+    payload = json.dumps({"items": [{"id": n, "name": f"item {n}"} for n in range(200)]}).encode()
+    packed = gzip.compress(payload)
+    ex = _stored_response(captures, packed, [("Content-Type", "application/json"), ("Content-Encoding", "gzip")])
+    lines = _shown_response(captures, ex)
+    assert ex.response is not None
+    inspector = describe_body(ex.response).label  # json · 6.2 KiB · decoded from gzip (980 B)
+    assert inspector.endswith(f" · decoded from gzip ({format_size(len(packed))})")
+    assert f"[decoded from gzip ({format_size(len(packed))})]" in lines
+    assert '      "name": "item 199"' in lines
+    assert not any("binary body" in line for line in lines)
+
+
+@pytest.mark.parametrize("wbits", [zlib.MAX_WBITS, -zlib.MAX_WBITS], ids=["zlib", "raw-deflate"])
+def test_show_prints_a_deflate_body_decoded_and_still_escaped(captures: Captures, wbits: int) -> None:
+    packer = zlib.compressobj(wbits=wbits)
+    packed = packer.compress(b"hello \x1b[31mred\x07\n") + packer.flush()
+    ex = _stored_response(captures, packed, [("Content-Type", "text/plain"), ("Content-Encoding", "deflate")])
+    lines = _shown_response(captures, ex)
+    at = lines.index(f"[decoded from deflate ({len(packed)} B)]")
+    assert lines[at + 1] == "hello \\x1b[31mred\\x07"
+    assert not any(ord(ch) < 0x20 for line in lines for ch in line)
+
+
+def test_show_of_a_gzip_body_that_does_not_inflate_says_so_and_shows_its_bytes(captures: Captures) -> None:
+    packed = gzip.compress(b'{"a": "' + os.urandom(600).hex().encode() + b'"}')
+    broken = packed[:12] + b"\xff" * 32 + packed[44:]
+    with pytest.raises(zlib.error):
+        zlib.decompress(broken, wbits=16 + zlib.MAX_WBITS)
+    ex = _stored_response(captures, broken, [("Content-Type", "application/json"), ("Content-Encoding", "gzip")])
+    lines = _shown_response(captures, ex)
+    at = lines.index("[not valid gzip: shown as received]")
+    assert lines[at + 1] == f"[binary body, {len(broken)} bytes; first 64 bytes:]"
+    assert lines[at + 2].startswith("00000000  1f 8b 08")
+
+
+def test_show_inflates_a_gzip_bomb_only_up_to_the_inspectors_limit(captures: Captures) -> None:
+    packed = gzip.compress(b"\0" * (DECODE_LIMIT * 4), 9)  # 128 MiB of zeros in about 128 KiB
+    ex = _stored_response(captures, packed, [("Content-Type", "application/octet-stream"), ("Content-Encoding", "gzip")])
+    lines = _shown_response(captures, ex)
+    at = lines.index(f"[decoded from gzip ({format_size(len(packed))})]")
+    assert lines[at + 1 : at + 3] == [f"[decoded only the first {format_size(DECODE_LIMIT)}]",
+                                      f"[binary body, {DECODE_LIMIT} bytes; first 64 bytes:]"]
+
+
+def test_show_says_a_body_in_a_coding_it_does_not_decode_is_shown_as_received(captures: Captures) -> None:
+    ex = _stored_response(captures, b"\x1b\xff\x00br", [("Content-Type", "text/plain"), ("Content-Encoding", "br")])
+    lines = _shown_response(captures, ex)
+    at = lines.index("[shown as received: only gzip and deflate bodies are decoded]")
+    assert lines[at + 1] == "[binary body, 5 bytes; first 5 bytes:]"
 
 
 def test_requests_json_has_exactly_the_summary_of_each_exchange(captures: Captures) -> None:

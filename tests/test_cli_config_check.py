@@ -40,7 +40,7 @@ def test_each_problem_is_said_with_its_file_line_and_key(tmp_path: Path) -> None
     path.write_text('[agent]\napi_port = "x"\napi_prot = 3\n\n[tunnels.web]\ntarget = 3000\nhost_header = "bad"\n'
                     'hold = "zz"\n\n[tunnels.api]\nrun = "uvicorn app:app"\n\n[relay]\nurl = "ftp://x"\n')
     done = _cli(tmp_path, "config", "check")
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
         f"devtunnel config: {path}:2: agent.api_port: expected a port, got 'x'",
         f"devtunnel config: {path}:3: agent.api_prot: unknown setting; did you mean agent.api_port?",
@@ -63,7 +63,7 @@ def test_a_health_without_run_is_said_as_up_refuses_it(tmp_path: Path) -> None:
                     '[tunnels.app]\ntarget = 3002\nrun = "uvicorn app:app"\nhealth = "/healthz"\nvia = "nowhere"\n\n'
                     '[tunnels.bad]\nhealth = "/ready"\nhost_header = "x"\n')
     done = _cli(tmp_path, "config", "check")
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == ""
     why = "it tells when the app devtunnel runs is ready"
     lines = done.stderr.splitlines()
     assert lines[0] == f"devtunnel config: {path}:3: tunnels.web.health: needs tunnels.web.run: {why}"
@@ -79,11 +79,23 @@ def test_a_health_without_run_is_said_as_up_refuses_it(tmp_path: Path) -> None:
     assert up.returncode == 2  # up refuses the file's other problems first, as before
     path.write_text('[tunnels.web]\ntarget = 3000\nhealth = "/healthz"\n')
     done = _cli(tmp_path, "config", "check")
-    assert (done.returncode, done.stdout) == (1, "")
+    assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == f"devtunnel config: {path}:3: tunnels.web.health: needs tunnels.web.run: {why}\n"
     path.write_text('[tunnels.web]\ntarget = 3000\nrun = "uvicorn app:app"\nhealth = "/healthz"\nhold = "30s"\n')
     done = _cli(tmp_path, "config", "check")
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_an_invalid_file_exits_2_as_up_exits_on_it_and_as_the_readme_says(tmp_path: Path) -> None:
+    """Exit status 2 is "bad usage or config file" (README, ``exit_codes.EXIT_USAGE``).
+
+    Before: ``config check`` exited 1 on the file ``up`` refused with 2."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "devtunnel.toml").write_text('[tunnels.web]\ntarget = 3000\nhost_header = "bad"\n')
+    check = _cli(tmp_path, "config", "check")
+    up = _cli(tmp_path, "up", "web", "--no-tui", "--api-port", "0")
+    assert (check.returncode, up.returncode) == (2, 2), (check.stderr, up.stderr)
+    assert "tunnels.web.host_header" in check.stderr and "tunnels.web.host_header" in up.stderr
 
 
 def test_every_file_read_is_checked_and_none_is_said(tmp_path: Path) -> None:
@@ -94,7 +106,7 @@ def test_every_file_read_is_checked_and_none_is_said(tmp_path: Path) -> None:
     (tmp_path / ".config" / "devtunnel" / "devtunnel.toml").write_text('[relay]\nurl = "wss://t.example.com"\n')
     (tmp_path / "project" / "devtunnel.toml").write_text("[tunnels.web\n")
     done = _cli(tmp_path, "config", "check")
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stdout == f"Valid configuration file at {tmp_path}/.config/devtunnel/devtunnel.toml\n"
     assert done.stderr.startswith(f"devtunnel config: {tmp_path}/project/devtunnel.toml: not valid TOML: ")
 
@@ -111,7 +123,7 @@ def test_config_names_an_ngrok_yml_checked_as_start_reads_it(tmp_path: Path) -> 
                                         "not started: sso: it has OAuth, which devtunnel cannot enforce yet: "
                                         "importing it would expose the service without it"]
     done = _cli(tmp_path, "config", "check", "--config", str(good), "--config", str(bad))
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr == f"devtunnel config: {bad}: not valid YAML (line 5, column 3): 'web' is given twice in the same mapping\n"
 
 
@@ -140,7 +152,7 @@ def test_edit_writes_the_template_opens_the_editor_and_checks_the_result(tmp_pat
     # Again: the file is kept, edited again; VISUAL wins over EDITOR; what the edit broke is said.
     done = _cli(tmp_path, "config", "edit", VISUAL=_editor(tmp_path, '\n[agent]\nbody_cap = "lots"\n'),
                 EDITOR="false")
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith(f"devtunnel config: {path}:") and "agent.body_cap" in done.stderr
     assert "[tunnels.edited]" in path.read_text()
 

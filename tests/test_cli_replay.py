@@ -226,12 +226,31 @@ def test_a_destination_whose_path_cannot_be_sent_is_refused_before_anything_is_s
     """``--to URL/PATH`` puts PATH before the request's target. A space or a control character
     in it was found only when sending: a failed replay was recorded ('the replay is not a valid
     HTTP/1.1 request, nothing was sent: Illegal target characters'), where a bad --path is
-    refused before anything is read (and the agent API's ``to`` answered 201, not 400)."""
+    refused before anything is read (and the agent API's ``to`` answered 201, not 400). Bad
+    usage, as a --to that is no http:// URL (exit 2)."""
     db = tmp_path / "c.db"
     ex = captured(service)
     put(db, ex)
-    message = assert_one_line_error(cli(None, "replay", ex.id, "--to", service.url + path, db=db))
+    message = assert_one_line_error(cli(None, "replay", ex.id, "--to", service.url + path, db=db), code=2)
     assert "cannot replay to" in message and "space or a control character" in message, message
+    assert service.seen == [] and len(stored(db)) == 1
+
+
+@pytest.mark.parametrize(("to", "says"), [
+    ("http://[::1", "devtunnel: --to: cannot replay to 'http://[::1': Invalid IPv6 URL"),
+    ("http://", "devtunnel: --to: cannot replay to 'http://': give an http:// or https:// URL"),
+    ("http://127.0.0.1:99999/", "devtunnel: --to: cannot replay to 'http://127.0.0.1:99999/': Port out of range 0-65535"),
+    ("ftp://x", "devtunnel: --to must be an http:// or https:// URL, not 'ftp://x'"),
+])
+def test_a_malformed_destination_is_bad_usage_as_one_that_is_no_http_url(
+        service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to: str, says: str) -> None:
+    """Exit 2, as for ``--to ftp://x``. Before: ``http://[::1`` exited 1, as if a replay had failed."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    db = tmp_path / "c.db"
+    ex = captured(service)
+    put(db, ex)
+    assert assert_one_line_error(cli(None, "replay", ex.id, "--to", to, db=db), code=2) == says
     assert service.seen == [] and len(stored(db)) == 1
 
 

@@ -24,6 +24,7 @@ CORE_MODULES = [
     "devtunnel.capture.diff",
     "devtunnel.capture.edit",
     "devtunnel.capture.outcome",
+    "devtunnel.capture.bodies",
     "devtunnel.export",
     "devtunnel.ngrok_config",
     "devtunnel.webhooks",

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from devtunnel.capture.bodies import pretty_json, readable_body
 from devtunnel.capture.diff import diff_exchanges, render_unified
 from devtunnel.capture.filters import And, Not, excerpt, leaves, parse
 from devtunnel.capture.filters.fields import Replay
@@ -65,7 +66,7 @@ from devtunnel.export.agent_json import capture_json
 from devtunnel.agent.exchange_log import line_start, request_line, verdict_line
 from devtunnel.agent.hold import CONNECT_TIMEOUT, RETRY_INTERVAL, still_down, still_refused, target_listens
 from devtunnel.commands.agent_api import agent_tunnels, candidates, no_agent, places_text
-from devtunnel.replay import not_recorded, once_per_delivery, replay_many
+from devtunnel.replay import destination, not_recorded, once_per_delivery, replay_many
 from devtunnel.values.exchange_ids import id_time, time_prefix
 from devtunnel.values.sizes import format_size
 from devtunnel.values.app_state import app_state_words
@@ -325,9 +326,14 @@ def _requests(args: argparse.Namespace) -> int:
         return 0
     store = _open(args)
     if args.json:
-        _print_json(_all_rows(store, flt) if not args.limit else _newest_rows(store, flt, args.limit))
+        if not args.limit:
+            _print_json(_all_rows(store, flt))
+            return 0
+        rows, matching = _listed_rows(store, flt, args.limit)
+        _print_json(rows)
+        _say_more(args, len(rows), matching)  # (on stderr: stdout stays the JSON list alone)
         return 0
-    rows = _newest_rows(store, flt, args.limit or None)
+    rows, matching = _listed_rows(store, flt, args.limit) if args.limit else (_newest_rows(store, flt, None), None)
     if not rows:
         print("no matching requests" if args.filter else "no requests captured yet")
         return 0
@@ -356,7 +362,29 @@ def _requests(args: argparse.Namespace) -> int:
     if now:
         variables = ", ".join(sorted({r.webhook.missing_secret for r in rows if r.id in now and r.webhook is not None}))
         print(f"{JUDGED_NOW_MARK} judged now: unverified when captured, before {safe(variables)} was set (devtunnel show ID)")
+    _say_more(args, len(rows), matching)
     return 0
+
+
+def _listed_rows(store: Store, flt: Any, limit: int) -> tuple[list[Row], int | None]:
+    """The newest ``limit`` rows matching ``flt``, oldest first, and how many match in all when
+    that is more than ``limit`` (None when every match is there): counted only then, in the same
+    view of the store as the rows."""
+    with store.together():
+        rows = store.rows(flt, limit=limit + 1, newest_first=True)  # one past: are there more?
+        matching = store.count(flt) if len(rows) > limit else None
+    del rows[limit:]
+    rows.reverse()
+    return rows, matching
+
+
+def _say_more(args: argparse.Namespace, shown: int, matching: int | None) -> None:
+    """One line on stderr when ``requests`` left older matches out (``--limit``, 50 unless given),
+    as ``replay --filter`` says it: how many it shows of how many, and how to see them."""
+    if matching is None or matching <= shown:
+        return
+    what = "matching requests" if args.filter else "requests"
+    err(f"showing the newest {shown} of {matching} {what}: --limit N (-n N) shows more, --limit 0 all of them")
 
 
 JUDGED_NOW_MARK = "*"
@@ -522,17 +550,6 @@ def _follow(args: argparse.Namespace, flt: Any, path: Path) -> int:
 _PREVIEW_BYTES = 64
 
 
-def _is_text(data: bytes) -> bool:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    # NULs or many control characters mean binary that happens to be valid UTF-8; a few
-    # escape sequences in text are shown escaped.
-    controls = sum(1 for ch in text if ord(ch) < 0x20 and ch not in "\r\n\t")
-    return "\x00" not in text and controls <= len(text) // 10
-
-
 def _body_lines(message: Request | Response) -> list[str]:
     if not message.body and not message.body_size:
         return []
@@ -540,18 +557,18 @@ def _body_lines(message: Request | Response) -> list[str]:
     if message.body_truncated:
         why = message.body_cut_why
         cut = f" (first {format_size(len(message.body))} of {format_size(message.body_size)} recorded{'; ' + why if why else ''})"
-    if _is_text(message.body):
-        text = message.body.decode("utf-8")
-        if "json" in message.content_type:
-            try:
-                text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-            except ValueError:
-                pass  # shown as sent: a broken JSON body is worth seeing as it is
+    # Decoded and judged as the inspector shows it; its notes are our words, not captured text.
+    body = readable_body(message)
+    notes = [f"[{note}]" for note in body.notes]
+    if body.kind != "binary":
+        text = body.data.decode("utf-8")
+        # A broken JSON body is shown as sent: it is worth seeing as it is.
+        text = (pretty_json(text) or text) if body.kind == "json" else text
         # CRLF line ends are ordinary in bodies; a lone CR is shown, as it could overwrite a line.
         lines = [safe(line.removesuffix("\r"), keep_newlines=True) for line in text.split("\n")]
-        return ["", *lines, *([f"[body cut{cut}]"] if cut else [])]
-    head = f"[binary body, {message.body_size} bytes{cut}; first {min(_PREVIEW_BYTES, len(message.body))} bytes:]"
-    return ["", head, *hex_preview(message.body, _PREVIEW_BYTES)]
+        return ["", *notes, *lines, *([f"[body cut{cut}]"] if cut else [])]
+    head = f"[binary body, {body.size} bytes{cut}; first {min(_PREVIEW_BYTES, len(body.data))} bytes:]"
+    return ["", *notes, head, *hex_preview(body.data, _PREVIEW_BYTES)]
 
 
 def _header_lines(message: Request | Response) -> list[str]:
@@ -1207,6 +1224,11 @@ async def _send_replays(originals: list[Exchange], args: argparse.Namespace, edi
 def _replay(args: argparse.Namespace) -> int:
     if args.to is not None and not args.to.startswith(("http://", "https://")):
         raise ConfigError(f"--to must be an http:// or https:// URL, not {quoted(args.to)}")
+    if args.to is not None:
+        try:  # a malformed URL (http://[::1, a port that is none) is bad usage too, said before anything
+            destination(args.to)
+        except ReplayError as exc:
+            raise ConfigError(f"--to: {exc}") from None
     if args.to is not None and args.api:
         raise ConfigError("--to URL sends there, where nothing is held: --api names the agent asked whether a"
                           " tunnel holds requests, for a replay to the tunnel's target; give one of them")

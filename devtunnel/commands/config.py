@@ -428,7 +428,7 @@ def _ngrok_errors(path: Path) -> tuple[list[str], list[str]]:
 
 def _check_files(paths: list[Path]) -> int:
     """``Valid configuration file at PATH`` for each file without a problem (ngrok's words), else
-    each problem on stderr; exit 0 or 1."""
+    each problem on stderr; exit 0, or 2 as for any invalid config file (``EXIT_USAGE``: ``up`` too)."""
     failed = False
     for path in paths:
         if path.suffix.lower() in (".yml", ".yaml"):
@@ -442,7 +442,7 @@ def _check_files(paths: list[Path]) -> int:
         for line in said:
             print(safe(line))
         failed = failed or bool(errors)
-    return EXIT_ERROR if failed else 0
+    return EXIT_USAGE if failed else 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -465,7 +465,7 @@ def _check(args: argparse.Namespace) -> int:
             load()
         except ConfigError as exc:
             print(f"devtunnel config: {safe(str(exc))}", file=sys.stderr)
-            return EXIT_ERROR
+            return EXIT_USAGE
     return code
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from http.cookies import CookieError, SimpleCookie
@@ -25,9 +24,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from devtunnel import __version__
+from devtunnel.capture.bodies import DECODE_LIMIT, decode_content
 from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMessage, wire_bytes
 from devtunnel.export.base import PUBLIC_SCHEMES, Destination, Export, destination, prepared, require_exchanges, sent_fields, truncation_note
 from devtunnel.export.redact import redact_exchange
+from devtunnel.values.sizes import format_size
 from devtunnel.values.terminal import read_utf8_json
 
 __all__ = ["export_har", "har_log", "har_pieces", "har_text"]
@@ -120,17 +121,15 @@ def _decoded(response: Response) -> tuple[bytes, str]:
         return response.body, ""
     if response.body_truncated:
         return response.body, f"{coding} body kept as captured (truncated, cannot be decoded)"
-    try:
-        if coding in ("gzip", "x-gzip"):
-            return zlib.decompress(response.body, wbits=47), ""
-        if coding == "deflate":
-            try:
-                return zlib.decompress(response.body), ""
-            except zlib.error:
-                return zlib.decompress(response.body, wbits=-15), ""  # raw deflate, as some servers send
-    except zlib.error:
-        return response.body, f"{coding} body kept as captured (it does not decode)"
-    return response.body, f"{coding} body kept as captured (not decoded)"
+    decoded = decode_content(response.body, coding)
+    if decoded is None:
+        if coding in ("gzip", "x-gzip", "deflate"):
+            return response.body, f"{coding} body kept as captured (it does not decode)"
+        return response.body, f"{coding} body kept as captured (not decoded)"
+    plain, cut = decoded
+    if cut:  # a few KiB of gzip can inflate to gigabytes: not held in memory to be written out
+        return response.body, f"{coding} body kept as captured (it decodes to more than {format_size(DECODE_LIMIT)})"
+    return plain, ""
 
 
 def _content(response: Response) -> _JSON:

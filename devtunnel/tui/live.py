@@ -26,9 +26,12 @@ from devtunnel.tui.backend import Backend
 from devtunnel.tui.widgets.request_table import EmptySource, RequestTable
 from devtunnel.tui.widgets.stats import STATUS_CLASSES, StatsStrip
 
-STATUS_FILTERS = {"2xx": "status:2xx", "3xx": "status:3xx", "4xx": "status:4xx", "5xx": "status:5xx",
-                  "errors": "~e"}
-"""The filter expression counting each status mix bucket."""
+STATUS_FILTERS = {"1xx": "status:1xx !~e", "2xx": "status:2xx !~e", "3xx": "status:3xx !~e", "4xx": "status:4xx !~e",
+                  "5xx": "status:5xx !~e", "errors": "~e", "pending": "~q !~e"}
+"""The filter expression counting each status mix bucket (``STATUS_CLASSES``), counted among the
+rows the table shows: each of them is in one bucket. An exchange that ended in an error is in
+``errors`` whatever its status (a 502 the agent answered for a service that refused, a 200 whose
+body broke off); a WebSocket's ``101`` is in ``1xx``; one with no response yet in ``pending``."""
 
 FRAME = 1 / 10
 """Least time between two applications of live changes: what arrives meanwhile is applied
@@ -36,6 +39,11 @@ together (one read, one redraw). A change after a quiet spell is applied at once
 
 COUNT_SHARE = 20
 """A count runs again no sooner than this many times its last duration after it."""
+
+COUNTED_KEPT = 32_768
+"""Ids the request rate remembers having counted: past it the older half is forgotten, and an id
+that old is counted no more. A request is first announced as it ends or half a second after it
+began (the agent's live snapshot), so it is counted long before that many newer ones are."""
 
 IN_FLIGHT_RECHECK = 3.0
 """Seconds a row stays in flight before ``recheck_in_flight`` reads it again (every two seconds)."""
@@ -116,8 +124,10 @@ class LiveView:
         """The store's count at the last look of ``_count_outside`` (None: not looked yet)."""
         self._version: int | None = None
         """The store's change number at that look (``Backend.look``)."""
-        self._counted_up_to = ""
-        """The newest id counted as a request by the stats strip's rate."""
+        self._counted: set[str] = set()
+        """The ids the stats strip's rate counted (the newest ``COUNTED_KEPT`` at most)."""
+        self._forgotten_up_to = ""
+        """The newest id forgotten from ``_counted``: ids up to it are not counted again."""
         self._unnamed: list[tuple[int, list[str]]] = []
         """Requests counted by the rate whose tunnels are still to be named: ``(second, ids)``."""
         self._applying = False
@@ -388,17 +398,32 @@ class LiveView:
         self._flush_due = False
         if (self._pending or self._rechecks) and not self._applying and self._sourced == self._generation:
             ids, self._pending = self._pending, set()
-            # New requests only: a request announced as it starts and again as it ends is one.
-            # Ids grow with time, so those after the newest counted are the new ones.
-            fresh = [i for i in ids if i > self._counted_up_to]
+            fresh = self._first_heard(ids)
             if fresh:
-                self._counted_up_to = max(fresh)
                 # Counted now, in the second they came; their tunnels are named once read (``_apply``).
                 self._unnamed.append((self.stats.count_requests(len(fresh)), fresh))
             ids |= self._rechecks
             self._rechecks = set()
             self._start_apply(sorted(ids), self._generation)
         self._count_if_due()
+
+    def _first_heard(self, ids: Iterable[str]) -> list[str]:
+        """The ids among ``ids`` heard of for the first time, now remembered as counted.
+
+        A request is announced when it ends, and one still running half a second after it began
+        is announced then too (the agent's live snapshot): one request, counted once. Ids are
+        remembered one by one, not as the newest so far: a slow request is first announced after
+        a quick one that began later and ended first (both in flight together), and the newest id
+        counted would have left it out.
+        """
+        fresh = [i for i in ids if i > self._forgotten_up_to and i not in self._counted]
+        self._counted.update(fresh)
+        if len(self._counted) > COUNTED_KEPT:
+            kept = sorted(self._counted)
+            cut = len(kept) - COUNTED_KEPT // 2
+            self._forgotten_up_to = kept[cut - 1]
+            self._counted = set(kept[cut:])
+        return fresh
 
     async def _apply(self, ids: list[str], generation: int) -> None:
         try:
@@ -428,15 +453,19 @@ class LiveView:
         """Name the tunnels of the requests the rate counted, from ``rows`` just read, or, for those
         a filter left out, from their own rows: the tunnels panel's rates are the same count."""
         unnamed, self._unnamed = self._unnamed, []
-        tunnels = {row.id: row.tunnel for row in rows}
-        missing = [i for _, ids in unnamed for i in ids if i not in tunnels]
+        read = {row.id: row for row in rows}
+        missing = [i for _, ids in unnamed for i in ids if i not in read]
         if missing and self.filter is not None:
             try:
-                tunnels.update((row.id, row.tunnel) for row in await self.backend.rows(missing))
+                read.update((row.id, row) for row in await self.backend.rows(missing))
             except DevtunnelError:
                 pass  # counted all the same, of no tunnel; the read's failure is said by the next
         for second, ids in unnamed:
-            self.stats.rate.attribute(second, Counter(tunnels[i] for i in ids if i in tunnels))
+            # A replay did not come through the tunnel: the agent does not count it
+            # (``metrics.http.count``), and neither do the rates.
+            replays = sum(1 for i in ids if i in read and read[i].replay_of)
+            self.stats.rate.attribute(second, Counter(read[i].tunnel for i in ids if i in read and not read[i].replay_of),
+                                      dropped=replays)
 
     def _flush_soon(self) -> None:
         """Flush a frame after the last application began (at once if that is past)."""
@@ -458,14 +487,20 @@ class LiveView:
 
     async def _count_mix(self) -> None:
         from devtunnel.capture.filters import parse
+        from devtunnel.capture.filters.base import And
 
         started = time.monotonic()
+        generation, shown = self._generation, self.filter
         try:
             mix = {}
             for name in STATUS_CLASSES:
                 while self._count.running:  # a filter's count, which someone waits on, goes first
                     await self._count.idle()
-                mix[name] = await self.backend.count(parse(STATUS_FILTERS[name]))
+                bucket = parse(STATUS_FILTERS[name])
+                # Among the rows shown: the buckets add up to the table's count.
+                mix[name] = await self.backend.count(bucket if shown is None else And([shown, bucket]))  # type: ignore[list-item]
+        except FilterTimeoutError:
+            return  # the list says so (``_reload``); the mix of that filter is not counted
         except DevtunnelError as exc:
             self._mix_stale = True  # the last mix stays; counted again later (spaced as ever)
             self.cannot_read(exc)
@@ -473,4 +508,7 @@ class LiveView:
         finally:
             self._mix.running = False
             self._mix.ran(started)
+        if generation != self._generation:
+            self._mix_stale = True  # another list since: counted again for it
+            return
         self.stats.set_mix(mix)

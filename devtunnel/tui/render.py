@@ -1,4 +1,8 @@
-"""Safe rendering of captured data: escaping, body classification, pretty-printing, hex dumps.
+"""Safe rendering of captured data: escaping, pretty-printing, hex dumps.
+
+A body is decoded from its Content-Encoding and judged JSON, form, XML, text or binary by
+:func:`devtunnel.capture.bodies.readable_body`, the rule ``devtunnel show`` follows too (its
+names are re-exported here for the screens).
 
 Captured bytes are hostile. Nothing here passes them to Rich markup: every piece of captured
 text becomes a :class:`rich.text.Text` built from plain strings, with control and invisible
@@ -12,19 +16,18 @@ body as rows and render one row at a time, for a view that only asks for the row
 
 from __future__ import annotations
 
-import json
 import re
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 from rich.cells import cell_len, chop_cells
 from rich.style import Style
 from rich.text import Text
 
+from devtunnel.capture.bodies import DECODE_LIMIT, BodyKind, body_kind, pretty_json, readable_body
 from devtunnel.capture.model import Request, Response
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.values.terminal import as_text, escape
@@ -49,14 +52,13 @@ __all__ = [
     "body_kind",
     "describe_body",
     "form_fields",
-    "decode_content",
+    "DECODE_LIMIT",
     "pretty_json",
     "pretty_xml",
     "hex_row",
     "highlight_json_line",
     "highlight_xml_line",
     "format_timestamp",
-    "format_ms",
     "status_style",
     "SIGNATURE_MARKS",
     "DUPLICATE_MARK",
@@ -65,8 +67,6 @@ __all__ = [
     "webhook_event",
     "webhook_section",
 ]
-
-BodyKind = Literal["empty", "json", "form", "xml", "text", "binary"]
 
 PRETTY_LIMIT = 1024 * 1024
 """Bodies larger than this are shown as received: reformatting them would make opening slow."""
@@ -115,58 +115,7 @@ def message_text(value: str, style: str | Style = "") -> Text:
     return Text(message_line(value), style=style, end="")
 
 
-# ---------------------------------------------------------------------------- classification
-
-_BINARY_TYPES = ("image/", "audio/", "video/", "font/")
-_BINARY_EXACT = {
-    "application/octet-stream",
-    "application/pdf",
-    "application/zip",
-    "application/gzip",
-    "application/x-gzip",
-    "application/x-protobuf",
-    "application/protobuf",
-    "application/grpc",
-    "application/wasm",
-    "application/msgpack",
-    "application/x-msgpack",
-    "application/cbor",
-}
-
-
-def body_kind(content_type: str, body: bytes) -> BodyKind:
-    """How to show a body: by its media type first, then by what the bytes look like."""
-    if not body:
-        return "empty"
-    ctype = content_type.lower()
-    if ctype.startswith(_BINARY_TYPES) and not ctype.startswith("image/svg"):
-        return "binary"
-    if ctype in _BINARY_EXACT or b"\x00" in body[:8192]:
-        return "binary"
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return "binary"
-    if ctype == "application/json" or ctype.endswith("+json") or ctype in ("text/json", "application/x-ndjson"):
-        return "json"
-    if ctype == "application/x-www-form-urlencoded":
-        return "form"
-    if ctype in ("application/xml", "text/xml") or ctype.endswith("+xml"):
-        return "xml"
-    if not ctype and body.lstrip()[:1] in (b"{", b"["):
-        return "json"
-    return "text"
-
-
-def pretty_json(text: str) -> str | None:
-    """JSON re-indented by two spaces, keys in their order; None when it does not parse."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    # ensure_ascii=False keeps the text readable; control characters are still \u-escaped by json.
-    return json.dumps(value, indent=2, ensure_ascii=False)
-
+# ---------------------------------------------------------------------------- reformatting
 
 _XML_TOKEN = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<[^>]*>|[^<]+", re.S)
 
@@ -212,30 +161,6 @@ def pretty_xml(text: str) -> str:
             merged.append(out[i])
             i += 1
     return "\n".join(merged)
-
-
-_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-DECODE_LIMIT = 32 * 1024 * 1024
-"""Most bytes a compressed body is inflated to for display (a small gzip can inflate to gigabytes)."""
-
-
-def decode_content(body: bytes, encoding: str) -> bytes | None:
-    """Inflate a gzip or deflate body, up to ``DECODE_LIMIT`` bytes; None when it is not valid.
-
-    A truncated body inflates as far as it goes.
-    """
-    wbits = _DECODERS.get(encoding)
-    if wbits is None:
-        return None
-    try:
-        return zlib.decompressobj(wbits).decompress(body, DECODE_LIMIT)
-    except zlib.error:
-        if encoding == "deflate":
-            try:  # some servers send raw deflate without the zlib header
-                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, DECODE_LIMIT)
-            except zlib.error:
-                return None
-        return None
 
 
 def form_fields(text: str) -> list[tuple[str, str]]:
@@ -522,15 +447,9 @@ def describe_body(message: Request | Response, *, pretty: bool = True, hex_dump:
         why = message.body_cut_why
         notes.append(f"truncated: recorded the first {format_size(len(body))} of {format_size(message.body_size)}"
                      + (f": {why}" if why else ""))
-    size = format_size(max(message.body_size, len(body)))
-    encoding = (message.headers.get("content-encoding") or "").strip().lower()
-    if encoding in _DECODERS and body and not hex_dump:
-        decoded = decode_content(body, encoding)
-        if decoded is not None:
-            notes.append(f"decoded from {encoding} ({size})")
-            body = decoded
-            size = format_size(len(decoded))
-    kind = body_kind(message.content_type, body)
+    readable = readable_body(message, decode=not hex_dump)
+    notes.extend(readable.notes)
+    body, kind, size = readable.data, readable.kind, format_size(readable.size)
     if kind == "empty":
         return BodyView("empty", " · ".join(["no body", *notes]))
     if hex_dump or kind == "binary":
@@ -566,14 +485,6 @@ def format_timestamp(seconds: float) -> str:
     """Local wall-clock time with milliseconds and the UTC offset: ``2026-11-26 12:30:05.120 +0000``."""
     moment = datetime.fromtimestamp(seconds).astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} " + moment.strftime("%z")
-
-
-def format_ms(seconds: float | None) -> str:
-    """Seconds as milliseconds for people: ``12.3 ms``, ``1,204 ms``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    ms = seconds * 1000
-    return f"{ms:.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
 
 
 def status_style(status: int | None) -> str:

@@ -54,12 +54,28 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}m{rest}s" if rest else f"{minutes}m"
 
 
-def human_duration(seconds: float | None) -> str:
-    """``0.0123`` -> ``"12.3 ms"``; ``None`` (still in flight) -> ``"-"``."""
+def human_duration(seconds: float | None, missing: str = "-") -> str:
+    """How long an exchange took, for people, in one style wherever it is shown (the table's DUR
+    column, the detail, the CLI's listings, the log line): at most 7 cells.
+
+    ``0.0123`` -> ``12.3 ms``, ``0.85`` -> ``850 ms``, ``5.023`` -> ``5.02 s``, ``12.34`` ->
+    ``12.3 s``, ``125`` -> ``2m05s``, ``3725`` -> ``1h02m``; ``None`` (still in flight) -> ``missing``.
+    """
     if seconds is None:
-        return "-"
+        return missing
     # ``%`` rather than an f-string's format specification: the same text, and compiled
     # (``devtunnel.native``) no ``str.format`` to parse its template on every request's log line.
-    if seconds < 1:
-        return "%.1f ms" % (seconds * 1000)
-    return "%.2f s" % seconds
+    # Each step is chosen on the figure as rounded, so 99.96 ms reads 100 ms, not 100.0 ms.
+    ms = seconds * 1000
+    if round(ms, 1) < 100:
+        return "%.1f ms" % ms
+    if round(ms) < 1000:
+        return "%d ms" % round(ms)
+    if round(seconds, 2) < 10:
+        return "%.2f s" % seconds
+    if round(seconds, 1) < 60:
+        return "%.1f s" % seconds
+    whole = round(seconds)
+    if whole < 3600:
+        return "%dm%02ds" % (whole // 60, whole % 60)
+    return "%dh%02dm" % (whole // 3600, whole % 3600 // 60)

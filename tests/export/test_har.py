@@ -207,6 +207,32 @@ def test_gzip_response_is_decoded_and_compression_recorded() -> None:
     assert content["size"] == len(plain) and content["compression"] == len(plain) - len(packed)
 
 
+def test_a_gzip_bomb_is_kept_as_captured_not_inflated_in_memory() -> None:
+    # 128 MiB of zeros in 130 KB of gzip: inflated whole (zlib.decompress), one export held
+    # gigabytes for a few KiB captured.
+    import tracemalloc
+
+    packed = gzip.compress(bytes(128 << 20), 9)
+    headers = Headers([("Content-Type", "text/plain"), ("Content-Encoding", "gzip")])
+    ex = make_exchange(response=Response(headers=headers, body=packed, body_size=len(packed)))
+    tracemalloc.start()
+    try:
+        content = har(ex)["log"]["entries"][0]["response"]["content"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert content["encoding"] == "base64" and base64.b64decode(content["text"]) == packed
+    assert content["comment"] == "gzip body kept as captured (it decodes to more than 32 MiB)"
+    assert peak < 96 << 20, peak  # about twice the 32 MiB looked at (zlib grows its buffer), not the 128 MiB
+
+
+def test_a_gzip_body_that_does_not_decode_is_kept_and_said() -> None:
+    headers = Headers([("Content-Encoding", "gzip")])
+    ex = make_exchange(response=Response(headers=headers, body=b"not gzip", body_size=8))
+    content = har(ex)["log"]["entries"][0]["response"]["content"]
+    assert content["text"] == "not gzip" and content["comment"] == "gzip body kept as captured (it does not decode)"
+
+
 def test_truncated_bodies_carry_a_comment() -> None:
     ex = make_exchange(response=Response(body=b"abc", body_size=5000, body_truncated=True))
     content = har(ex)["log"]["entries"][0]["response"]["content"]

@@ -172,11 +172,29 @@ def test_gzip_bomb_is_inflated_only_up_to_the_limit() -> None:
     assert body.lines is not None and len(body.lines) == DECODE_LIMIT // 16
 
 
-def test_body_that_claims_gzip_but_is_not_is_shown_as_received() -> None:
+def test_a_body_inflated_up_to_the_limit_says_it_was_stopped_there_and_one_that_fits_does_not() -> None:
+    from devtunnel.tui.render import DECODE_LIMIT
+
+    label = describe_body(_gzip_response(b"\x00" * (DECODE_LIMIT + 1), "application/octet-stream")).label
+    assert label.startswith("binary · 32 MiB · hex dump · decoded from gzip (")
+    assert label.endswith(" · decoded only the first 32 MiB")
+    whole = describe_body(_gzip_response(b"\x00" * DECODE_LIMIT, "application/octet-stream")).label
+    assert "decoded only" not in whole
+
+
+def test_body_that_claims_gzip_but_is_not_is_shown_as_received_and_says_so() -> None:
     headers = Headers([("Content-Type", "text/plain"), ("Content-Encoding", "gzip")])
     body = describe_body(Response(headers=headers, body=b"plain", body_size=5))
-    assert body.label == "text · 5 B"
+    assert body.label == "text · 5 B · not valid gzip: shown as received"
     assert body.lines is not None and body.lines.line(0).plain == "plain"
+
+
+def test_a_body_in_a_coding_not_decoded_says_so_and_its_hex_dump_says_nothing_of_codings() -> None:
+    headers = Headers([("Content-Type", "application/json"), ("Content-Encoding", "br")])
+    response = Response(headers=headers, body=b"\x8b\x02\x80{}\x03", body_size=6)
+    assert describe_body(response).label == "binary · 6 B · hex dump · shown as received: only gzip and deflate bodies are decoded"
+    assert describe_body(response, hex_dump=True).label == "binary · 6 B · hex dump"
+    assert "decoded" not in describe_body(_gzip_response(b'{"a":1}'), hex_dump=True).label
 
 
 def test_folded_rows_fit_the_width_in_cells_and_keep_every_character() -> None:

@@ -11,9 +11,9 @@ from rich.text import Text
 from textual.widgets import DataTable, Static, TabbedContent
 
 from devtunnel.capture.model import BUDGET_CUT_WHY, Exchange, WsMessage
-from devtunnel.tui.render import format_ms
 from devtunnel.tui.screens import DetailScreen
 from devtunnel.tui.screens.detail import HeadersView, WsMessageLines
+from devtunnel.values.durations import human_duration
 from devtunnel.tui.screens.lines import LinesView
 from tests.helpers import async_wait_for
 from tests.tui.screen_fixtures import (
@@ -507,7 +507,7 @@ async def test_a_websocket_of_twenty_thousand_messages_opens_as_fast_as_one_of_t
             seconds = time.perf_counter() - started
             rows = _message_rows(app.screen.query_one("#ws-messages", LinesView))
             assert len(rows) == count
-            assert rows[-1][1] == f"+{format_ms(first.time + (count - 1) / 200 - ex.started_at)}"
+            assert rows[-1][1] == f"+{human_duration(first.time + (count - 1) / 200 - ex.started_at)}"
             return seconds
 
     small = min([await open_seconds(10) for _ in range(2)])

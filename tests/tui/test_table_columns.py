@@ -58,7 +58,7 @@ async def test_at_200_columns_path_takes_what_its_paths_need_and_the_other_colum
     header = lines[0]
     assert header.index("ST") - header.index("PATH") == Columns.PATH_CAP + 4  # PATH, then the marks cell
     assert f"web                   GET     {PATH}" in lines[2]
-    assert lines[2].rstrip().endswith("42ms    512B")  # DUR and SIZE a little wider each
+    assert lines[2].rstrip().endswith(" 42.0 ms    512B")  # DUR and SIZE a little wider each
     assert len(lines[2].rstrip()) == 130  # and 70 blank cells after: no longer between path and status
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtunnel.values.durations import format_duration, parse_duration
+from devtunnel.values.durations import format_duration, human_duration, parse_duration
 from devtunnel.values.health_path import health_path_problem
 
 
@@ -25,6 +25,22 @@ def test_bad_durations_say_what_is_expected(text: object) -> None:
 @pytest.mark.parametrize("seconds", [0.5, 1.0, 30.0, 59.0, 60.0, 90.0, 120.0, 3600.0, 1.25])
 def test_format_round_trips(seconds: float) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (None, "-"), (0.0, "0.0 ms"), (0.0123, "12.3 ms"), (0.0999, "99.9 ms"), (0.09996, "100 ms"), (0.85, "850 ms"),
+    (0.9996, "1.00 s"), (5.023, "5.02 s"), (9.996, "10.0 s"), (12.34, "12.3 s"), (59.96, "1m00s"), (125, "2m05s"),
+    (3725, "1h02m"),
+])
+def test_one_style_of_duration_for_the_table_the_detail_and_the_cli(seconds: float | None, shown: str) -> None:
+    """The detail said ``5,023 ms``, the table ``5.02s`` and the CLI ``5.02 s`` for one request:
+    one function now, whose text fits the table's DUR column (7 cells) at every step."""
+    assert human_duration(seconds) == shown
+    assert len(shown) <= 7
+
+
+def test_a_duration_still_unknown_reads_as_the_caller_says() -> None:
+    assert human_duration(None, "…") == "…"
 
 
 @pytest.mark.parametrize(("path", "ok"), [

@@ -29,7 +29,6 @@ from devtunnel.capture.model import Exchange, Headers, Request, Response, WsMess
 from devtunnel.values.exchange_ids import stable_short_id
 from devtunnel.tui.render import (
     describe_body,
-    format_ms,
     format_timestamp,
     safe_text,
     status_style,
@@ -39,6 +38,7 @@ from devtunnel.tui.screens.lines import LinesView
 from devtunnel.tui.widgets.footer import Footer
 from devtunnel.values.terminal import escape
 from devtunnel.webhooks import BUILTIN, by_name
+from devtunnel.values.durations import human_duration
 from devtunnel.values.sizes import format_size
 
 __all__ = [
@@ -95,7 +95,7 @@ def _title(exchange: Exchange, url: str, *, reason: bool) -> Text:
     else:
         title.append("pending", "dim")
     if exchange.duration is not None:
-        title.append(f"  {format_ms(exchange.duration)}", "dim")
+        title.append(f"  {human_duration(exchange.duration)}", "dim")
     if exchange.replay_of:
         title.append("  edited replay" if exchange.edited else "  replay", "italic magenta")
         if exchange.resigned:
@@ -274,7 +274,7 @@ class WsMessageLines:
         self.width = 9 + 2 + self._time + 2 + 6 + 2 + self._SIZE + 2 + _PREVIEW * 2 + 40
 
     def _when(self, message: WsMessage) -> str:
-        return f"+{format_ms(message.time - self._start)}"
+        return f"+{human_duration(message.time - self._start)}"
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -579,8 +579,8 @@ class DetailScreen(Screen[None]):
         ex = self.exchange
         rows: list[tuple[str, str | Text]] = [
             ("Started", format_timestamp(ex.started_at)),
-            ("First byte", format_ms(ex.ttfb)),
-            ("Duration", format_ms(ex.duration) if ex.duration is not None else
+            ("First byte", human_duration(ex.ttfb)),
+            ("Duration", human_duration(ex.duration) if ex.duration is not None else
                          "held" if ex.holding else "in flight"),
             ("Request body", format_size(ex.request.body_size)),
             ("Response body", format_size(ex.size) if ex.response is not None else "-"),

@@ -12,8 +12,15 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 SPARK = "▁▂▃▄▅▆▇█"
-STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "errors")
-"""The status mix buckets, in display order."""
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "errors", "pending")
+"""The status mix buckets, in display order: each request shown is in one of them
+(``devtunnel.tui.live.STATUS_FILTERS``)."""
+
+BUCKET_LABELS = {"errors": "err", "pending": "open"}
+"""What the line calls a bucket, where it is not its name."""
+
+SHOWN_WHEN_ANY = frozenset({"1xx", "pending"})
+"""Buckets left off the line while they hold nothing: WebSockets' 101s, requests not answered yet."""
 
 
 def sparkline(values: list[int]) -> str:
@@ -29,9 +36,10 @@ class RequestRate:
     the one count behind the stats strip's figure and sparkline and the tunnels panel's rates and
     request counts, so they agree.
 
-    Requests are counted in the second they are announced, before their tunnels are read
+    Requests are counted in the second they are first announced, before their tunnels are read
     (``count``); ``attribute`` then names their tunnels in that same second, and adds them to
-    their tunnels' totals (``total``).
+    their tunnels' totals (``total``), or takes back the replays among them (not requests
+    through a tunnel: the agent API does not count them either).
 
     Args:
         seconds: how many seconds are kept.
@@ -74,12 +82,14 @@ class RequestRate:
             self._changed()
         return self._second
 
-    def attribute(self, second: int, tunnels: Mapping[str, int]) -> None:
-        """Name the tunnels of requests counted in ``second`` (``{tunnel: how many}``)."""
+    def attribute(self, second: int, tunnels: Mapping[str, int], *, dropped: int = 0) -> None:
+        """Name the tunnels of requests counted in ``second`` (``{tunnel: how many}``), and take
+        back ``dropped`` of them that are not requests of a tunnel after all (replays)."""
         self._roll()
         age = self._second - second
         # Out of the window meanwhile (named after a read slower than the window): in the totals only.
         bucket = self._buckets[-1 - age] if 0 <= age < len(self._buckets) else Counter({self.UNKNOWN: sum(tunnels.values())})
+        bucket[self.UNKNOWN] -= min(dropped, bucket[self.UNKNOWN])
         for tunnel, n in tunnels.items():
             n = min(n, bucket[self.UNKNOWN])
             if n > 0 and tunnel != self.UNKNOWN:
@@ -108,7 +118,8 @@ class StatsStrip(Widget):
     """Requests per second over the last minute and counts per status class."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "stats--label", "stats--spark", "stats--2xx", "stats--3xx", "stats--4xx", "stats--5xx", "stats--errors",
+        "stats--label", "stats--spark", "stats--1xx", "stats--2xx", "stats--3xx", "stats--4xx", "stats--5xx",
+        "stats--errors", "stats--pending",
     }
 
     DEFAULT_CSS = """
@@ -120,11 +131,13 @@ class StatsStrip(Widget):
         background: $panel;
         & > .stats--label { color: $text-muted; }
         & > .stats--spark { color: $text-accent; }
+        & > .stats--1xx { color: $text-primary; }
         & > .stats--2xx { color: $text-success; }
         & > .stats--3xx { color: $text-primary; }
         & > .stats--4xx { color: $text-warning; }
         & > .stats--5xx { color: $text-error; }
         & > .stats--errors { color: $text-error; text-style: bold; }
+        & > .stats--pending { color: $text-muted; }
     }
     """
 
@@ -132,7 +145,8 @@ class StatsStrip(Widget):
     """Width of the sparkline, one cell per second."""
 
     status_mix: reactive[dict[str, int]] = reactive(dict, always_update=True)
-    """Exchanges per status class (keys from ``STATUS_CLASSES``); empty until first counted (shown as ``…``)."""
+    """The requests shown per status class (keys from ``STATUS_CLASSES``, adding up to ``shown``
+    once counted); empty until first counted (shown as ``…``)."""
     marker: reactive[str] = reactive("following")
     """The request table's mode: ``following`` or ``paused``."""
     shown: reactive[int] = reactive(0)
@@ -165,15 +179,20 @@ class StatsStrip(Widget):
         line.append(self.marker.upper() if self.marker == "paused" else self.marker,
                     style=label if self.marker == "following" else self.get_component_rich_style("stats--4xx", partial=True))
         line.append(f"  {self.shown:,} shown  ", style=label)
-        line.append(sparkline(values[-min(self.SECONDS, max(6, self.size.width // 8)):]),
-                    style=self.get_component_rich_style("stats--spark", partial=True))
         # The last whole second: the current one is still counting (at 100/s it read 29/s a
         # third of a second in).
-        line.append(f" {self.rate.last_second()}/s", style=label)
+        tail = Text(f" {self.rate.last_second()}/s", style=label)
         for name in STATUS_CLASSES:
-            line.append(f"  {'err' if name == 'errors' else name} ", style=label)
             # "…" until the store is counted (a large one takes a moment): 0 would say none.
             count = self.status_mix.get(name)
-            line.append("…" if count is None else f"{count:,}",
+            if name in SHOWN_WHEN_ANY and not count:
+                continue
+            tail.append(f"  {BUCKET_LABELS.get(name, name)} ", style=label)
+            tail.append("…" if count is None else f"{count:,}",
                         style=self.get_component_rich_style(f"stats--{name}", partial=True))
+        # The sparkline gives way (down to 6 seconds) to the buckets: at 80 columns all fit.
+        room = self.content_size.width - line.cell_len - tail.cell_len
+        line.append(sparkline(values[-min(self.SECONDS, max(6, min(self.size.width // 8, room))):]),
+                    style=self.get_component_rich_style("stats--spark", partial=True))
+        line.append_text(tail)
         return line

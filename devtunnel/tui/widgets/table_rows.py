@@ -19,10 +19,11 @@ from textual.strip import Strip
 from devtunnel.capture.marks import path_mark
 from devtunnel.capture.store import Row
 from devtunnel.tui.render import webhook_event, webhook_marks
+from devtunnel.values.durations import human_duration
 from devtunnel.values.sizes import compact_size
 from devtunnel.values.terminal import escape as printable
 
-__all__ = ["Columns", "RowPainter", "fit", "format_duration", "path_text", "printable", "webhook_cells"]
+__all__ = ["Columns", "RowPainter", "fit", "path_text", "printable", "webhook_cells"]
 
 
 def fit(text: str, width: int, *, right: bool = False) -> str:
@@ -34,17 +35,6 @@ def fit(text: str, width: int, *, right: bool = False) -> str:
         return set_cell_size(text, width - 1) + "…"
     padding = " " * (width - length)
     return padding + text if right else text + padding
-
-
-def format_duration(seconds: float | None) -> str:
-    """``850ms``, ``1.25s``, ``2m05s``; ``…`` while in flight."""
-    if seconds is None:
-        return "…"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
 PATH_SHOWN = 2048
@@ -239,7 +229,7 @@ class RowPainter:
                 *webhook_cells(row, columns, base),
                 Segment(fit(status, Columns.STATUS, right=True), base + status_style),
                 Segment(" ", base),
-                Segment(fit(format_duration(row.duration), columns.duration, right=True), dim),
+                Segment(fit(human_duration(row.duration, "…"), columns.duration, right=True), dim),
                 Segment(" ", base),
                 Segment(fit(compact_size(row.size), columns.size, right=True), dim),
             ]

@@ -59,8 +59,9 @@ class TunnelsPanel(Widget, can_focus=True):
     The key bar offers what works on the tunnel under the cursor: ``s Start`` on a stopped one
     (``R`` starts it too), no tunnel key with no tunnel.
 
-    A tunnel's ``N req`` counts its requests for the whole session, as ngrok's inspector counts
-    a tunnel's connections: a stop and a start of the same name go on counting (the agent's own
+    A tunnel's ``N req`` counts the requests that came through it for the whole session, as the
+    agent API's ``metrics.http.count`` does (replays, which do not come through the tunnel, are
+    not counted): a stop and a start of the same name go on counting (the agent's own
     count starts again at 0 with each start). It is the stats strip's count (``RequestRate``),
     so it moves as requests arrive, a frame at a time, with the rates beside it, on top of what
     the agent had counted when the panel first saw the tunnel (an agent started before the
