@@ -21,7 +21,7 @@ from http import HTTPStatus
 
 from devtunnel.capture.model import ErrorKind
 from devtunnel.errors import ProtocolError, StreamClosedError
-from devtunnel.agent.hold import APP_RESTARTING, NOT_LISTENING, HoldExpired, HoldGate
+from devtunnel.agent.hold import APP_RESTARTING, APP_STOPPED, NOT_LISTENING, HoldExpired, HoldGate
 from devtunnel.agent.children import port_accepts
 from devtunnel.agent.lease import UNSENT_BODY_WAIT, BodyCopy, Lease, whole_body
 from devtunnel.agent.local_pool import DEFAULT_CONNECT_TIMEOUT, LocalConnection, LocalPool
@@ -443,8 +443,11 @@ class Forwarder:
                         lease.release(False)
                         sent_at = None
                         continue
-                    await self._fail_before_head(stream, head, cap, 502, "app_restarting",
-                                                 f"{APP_RESTARTING}: {failed}")
+                    if gate.stopped:  # (it exited with status 0 with this request in it)
+                        await self._fail_before_head(stream, head, cap, 502, "app_stopped", f"{APP_STOPPED}: {failed}")
+                    else:
+                        await self._fail_before_head(stream, head, cap, 502, "app_restarting",
+                                                     f"{APP_RESTARTING}: {failed}")
                     return
                 message = f"{failed}\n" + (await https_hint(self.target) if failed.nothing_received else "")
                 await self._fail_before_head(stream, head, cap, 502, "local_error", message)
@@ -724,8 +727,12 @@ class Forwarder:
 
 async def refusal(tunnel: str, target: Target, gate: HoldGate | None) -> tuple[ErrorKind, str, str]:
     """The error kind, the reason recorded and the ``502``'s text for a connection ``target``
-    refused, a request's or a WebSocket handshake's: the app devtunnel runs restarting (its state
-    said: in full in the record, in devtunnel's words alone to the client), or no service there."""
+    refused, a request's or a WebSocket handshake's: the app devtunnel runs restarting, or stopped
+    for good (``app_stopped``: it exited with status 0, or could not be started; its state said:
+    in full in the record, in devtunnel's words alone to the client), or no service there."""
+    if gate is not None and gate.stopped:
+        said = f"{APP_STOPPED}: the tunnel {tunnel} is online, but its app at {target.url} is not running"
+        return "app_stopped", f"{said} ({gate.app_state}).\n", f"{said} ({gate.app_state_public}).\n"
     if gate is not None and gate.managed:
         state, public = (gate.app_state, gate.app_state_public) if gate.app_down else ("going down", "going down")
         said = f"{gate.down_words}: the tunnel {tunnel} is online, but its app at {target.url} is not ready"

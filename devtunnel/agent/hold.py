@@ -10,10 +10,15 @@ connections, a request waits, at most ``hold`` seconds and with at most ``max_wa
 and is delivered once the app is ready, in the order the requests came, at most
 ``RELEASE_WINDOW`` at a time (see there: not all at once into a small listen backlog). What cannot be delivered
 in time raises :class:`HoldExpired` (answered 503 with ``Retry-After``, saying the app's state:
-``starting: the app says it listens on ...``). An app that will not come back by itself (it
-exited with status 0, or could not be started) holds nothing: requests go to the target at
-once, to what a daemonized app left listening there, or are refused with its state. Without
-hold, the gate only tells the forwarder that a refusal is the app restarting.
+``starting: the app says it listens on ...``). The hold is one for a request, however many times
+it waits: a request the app went down with waits again only what its earlier waits left of it,
+so what it is recorded held is at most ``hold``, and ``CONNECT_GRACE`` more when its connection to
+the app, begun within the hold, is slow to be accepted. An app that will not come back by itself
+(it exited with status 0, or could not be started: ``stopped``) holds nothing: requests go to the
+target at once, to what a daemonized app left listening there, or are refused with its state
+(``APP_STOPPED``). A request that waited only to learn that (it came back unanswered, or was
+refused, as the app exited, before its supervisor said so) is not recorded held. Without hold,
+the gate only tells the forwarder that a refusal is the app restarting.
 
 A request the app went down with, unanswered, is held again by the forwarder (``forward.py``
 says when) and asks for a turn ``again``: it goes ahead of every request that never had one, the
@@ -39,8 +44,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
-__all__ = ["APP_DOWN", "APP_NOT_UP", "APP_RESTARTING", "CONNECT_TIMEOUT", "MAX_WAITING", "NOT_LISTENING", "RELEASE_WINDOW",
-           "RETRY_INTERVAL", "HeldFor", "HoldExpired", "HoldGate", "open_target", "still_down", "still_refused",
+__all__ = ["APP_DOWN", "APP_NOT_UP", "APP_RESTARTING", "APP_STOPPED", "CONNECT_GRACE", "CONNECT_TIMEOUT", "MAX_WAITING",
+           "NOT_LISTENING", "RELEASE_WINDOW", "RETRY_INTERVAL", "HeldFor", "HoldExpired", "HoldGate", "open_target", "still_down", "still_refused",
            "target_listens"]
 
 MAX_WAITING = 1000
@@ -63,6 +68,10 @@ APP_RESTARTING = "local app restarting"
 APP_NOT_UP = "local app not up yet"
 """The start of that reason while the app devtunnel runs has never been ready (a crash at start, a
 wrong port): it is not restarting. The error kind stays ``app_restarting`` (a filter, a header)."""
+APP_STOPPED = "local app stopped"
+"""The start of the reason for a request refused while the app devtunnel runs will not come back by
+itself (it exited with status 0, or could not be started): it is not restarting, and nothing holds
+the request for it. Its error kind is ``app_stopped``."""
 APP_DOWN = "local app down"
 """The start of that reason where it is not known whether the app was ever ready (``still_down``)."""
 NOT_LISTENING = (ConnectionRefusedError, ConnectionResetError)
@@ -72,6 +81,13 @@ that exits then (a crash, a restart) closes that socket, and the kernel resets w
 the event loop saw the connection made. Either way the request was never sent: it waits as after
 a refusal."""
 
+CONNECT_GRACE = 0.1
+"""Seconds past its hold a held request's connection to the app, begun within the hold, may take:
+an app on loopback accepts in well under a millisecond, but one whose listen backlog is full has
+the kernel drop the connection's SYN, which the client sends again only a second later. Past it
+the connection fails as one not accepted in time (``TimeoutError``): a request waits at most its
+hold and this."""
+
 CONNECT_TIMEOUT = 10.0
 """Seconds a request from outside the tunnel waits for its target to accept a connection (``open_target``)."""
 
@@ -79,11 +95,17 @@ C = TypeVar("C")
 
 
 class Held(Protocol):
-    """What hears that a request waits for the app (``recording.ExchangeCapture``)."""
+    """What hears that a request waits for the app (``recording.ExchangeCapture``).
+
+    ``hold_ended(counted=False)``: the wait is not recorded (the request waited only to learn
+    that the app will not come back); ``waited``: seconds of its recorded waits that ended."""
+
+    @property
+    def waited(self) -> float: ...
 
     def hold_began(self) -> None: ...
 
-    def hold_ended(self) -> None: ...
+    def hold_ended(self, counted: bool = True) -> None: ...
 
 
 class HeldFor:
@@ -97,9 +119,14 @@ class HeldFor:
     def hold_began(self) -> None:
         self._since = time.monotonic()
 
-    def hold_ended(self) -> None:
+    @property
+    def waited(self) -> float:
+        return self.held or 0.0
+
+    def hold_ended(self, counted: bool = True) -> None:
         if self._since is not None:
-            self.held = (self.held or 0.0) + time.monotonic() - self._since
+            if counted:
+                self.held = (self.held or 0.0) + time.monotonic() - self._since
             self._since = None
 
 
@@ -231,12 +258,21 @@ class HoldGate:
         """Why requests are held no more (``end_holding``): the tunnel is stopping."""
         self._final = False
         """The app will not come back by itself (``exited``, ``failed``): nothing to wait for."""
+        self._downs = 0
+        """How many times the supervisor said the app down and coming back (starting, crashed,
+        restarting): a wait that saw none before the app stopped for good was not for it."""
 
     @property
     def down_words(self) -> str:
         """How a reason for a request the app did not take starts: ``local app restarting``, or
         ``local app not up yet`` while the app devtunnel runs has never been ready."""
         return APP_NOT_UP if self.managed and not self.starts else APP_RESTARTING
+
+    @property
+    def stopped(self) -> bool:
+        """True while the app devtunnel runs will not come back by itself (it exited with status 0,
+        or could not be started): its requests are not held, and a refusal says it stopped."""
+        return self._final
 
     @property
     def app_down(self) -> bool:
@@ -266,6 +302,7 @@ class HoldGate:
             self._reachable.set()  # the supervisor's word is newer than a probe's
             self._up.set()
         else:
+            self._downs += 1
             self._up.clear()
 
     @property
@@ -290,14 +327,17 @@ class HoldGate:
         ``again``: a request the app went down with, held again; when the app first dropped it
         (``loop.time()``). It is held even when nothing else is, and takes its turn alone and
         ahead of those that never had one, the earliest dropped first (the module says why), once
-        ``retry_interval`` has passed since the last turn ended: an app that exits after an answer
-        (a crash on a count, a reload) is then seen down, and the request waits for its next run
-        instead of reaching it as it dies.
+        ``retry_interval`` has passed since the last turn ended, and since it asked (it was just
+        dropped): an app that exits after an answer (a crash on a count, a reload), or with this
+        request in it, is then seen down, and the request waits for its next run instead of
+        reaching it as it dies (or, the app stopped for good, is not recorded held).
 
         Raises:
-            HoldExpired: held for ``hold`` seconds without success, or too many held already.
+            HoldExpired: held for ``hold`` seconds without success (in all: ``held.waited`` counts
+                the request's earlier waits), or too many held already.
             ConnectionRefusedError, ConnectionResetError, OSError, TimeoutError: from ``connect()`` when
-                not holding (``NOT_LISTENING`` are the two a dying app gives).
+                not holding (``NOT_LISTENING`` are the two a dying app gives); ``TimeoutError`` too
+                when a held request's connection is not accepted ``CONNECT_GRACE`` past its hold.
         """
         if self.hold <= 0 or self._ended or self._final:
             return await connect()
@@ -323,8 +363,12 @@ class HoldGate:
             self.expired += 1
             raise HoldExpired(f"{APP_RESTARTING}: {self.waiting} requests are already waiting for it")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.hold
+        asked = loop.time()
+        # One hold a request: held again (the app went down with it), it waits what is left.
+        deadline = loop.time() + self.hold - (held.waited if held is not None else 0.0)
         busy = False  # the hold ran out while the request waited for its turn (the app back, but slow)
+        stopped = False  # the app stopped for good while the request waited: it goes at once
+        downs = self._downs if self._up.is_set() else -1  # (-1: the app is down already, coming back)
         self.waiting += 1
         if again is not None:
             self._held_again += 1
@@ -338,7 +382,8 @@ class HoldGate:
                 if remaining <= 0 or self._ended:
                     break
                 if self._final:
-                    return await connect()  # a refusal says the app's state (the forwarder's 502)
+                    stopped = True
+                    break
                 if not self._open():
                     try:
                         async with asyncio.timeout(remaining):
@@ -353,18 +398,21 @@ class HoldGate:
                 if not self._open() or self._ended or self._final:
                     self._end_turn()  # down again while this request waited for its turn
                     continue
-                settle = self._turn_ended + self.retry_interval - loop.time() if again is not None else 0.0
+                settle = max(self._turn_ended, asked) + self.retry_interval - loop.time() if again is not None else 0.0
                 if settle > 0:
                     try:
                         await asyncio.sleep(min(settle, remaining))
                     except BaseException:
                         self._end_turn()
                         raise
-                    if not self._open() or self._ended or self._final:
-                        self._end_turn()  # the app went down after its last answer: not with this request
+                    if not self._open() or self._ended or self._final or loop.time() >= deadline:
+                        # The app went down after its last answer (not with this request), or the hold ran out.
+                        self._end_turn()
                         continue
                 try:
-                    conn = await self._in_turn(connect, until_answered)
+                    # Begun within the hold, the connection may take CONNECT_GRACE past it, no more.
+                    async with asyncio.timeout(max(0.0, deadline - loop.time()) + CONNECT_GRACE):
+                        conn = await self._in_turn(connect, until_answered)
                 except NOT_LISTENING:
                     self.refused(connect)  # back to waiting, as before its turn
                     continue
@@ -372,7 +420,10 @@ class HoldGate:
                 return conn
         finally:
             if held is not None:
-                held.hold_ended()
+                # A request that came back unanswered, or was refused, as the app exited for good
+                # waited only to learn so: it was not held for the app (not held for an app that
+                # stopped), unless the app was said down and coming back meanwhile.
+                held.hold_ended(not stopped or downs != self._downs)
             self.waiting -= 1
             if again is not None:
                 self._held_again -= 1
@@ -381,6 +432,8 @@ class HoldGate:
                 self._probe.cancel()
             if self.on_waiting is not None:
                 self.on_waiting()
+        if stopped:
+            return await connect()  # a refusal says the app stopped (the forwarder's 502)
         self.expired += 1
         if self._ended:
             raise HoldExpired(f"{APP_RESTARTING}: {self._ended}")

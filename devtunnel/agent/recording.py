@@ -237,8 +237,8 @@ class ExchangeCapture:
         self.rule: RuleMark | None = None
         """The rule at the relay that answered or routed this request."""
         self._held: float | None = None
-        """Seconds it waited for the app before its present wait, if any; None if it never waited:
-        the one attribute a request that does not wait looks at."""
+        """Seconds it waited for the app before its present wait, if any; None if it never waited
+        (or only to learn the app stopped): with ``_held_at``, what a request that does not wait looks at."""
         self._held_at: float | None = None
         """When its present wait for the app began (None when it does not wait)."""
         self._live: LiveSnapshots | None = None
@@ -278,10 +278,10 @@ class ExchangeCapture:
             )
         if self._error is not None and ex.error is None:
             ex.error, ex.error_message = self._error
-        if self._held is not None:
-            held, held_at = self._held, self._held_at
+        held, held_at = self._held, self._held_at
+        if held is not None or held_at is not None:
             ex.holding = held_at is not None
-            ex.held = held if held_at is None else held + (self._ended_at or time.monotonic()) - held_at
+            ex.held = (held or 0.0) + ((self._ended_at or time.monotonic()) - held_at if held_at is not None else 0.0)
         return ex
 
     def hold_began(self) -> None:
@@ -290,17 +290,23 @@ class ExchangeCapture:
         A live snapshot already stored said it was in flight (the app took it, then went down): a
         new one says it is held."""
         self._held_at = time.monotonic()
-        if self._held is None:
-            self._held = 0.0
         self._resubmit()
 
-    def hold_ended(self) -> None:
+    def hold_ended(self, counted: bool = True) -> None:
         """The request waits no more (sent, or answered 503): its wait is added to the record's
-        ``held``. A live snapshot already stored said it was held: a new one says it is not."""
+        ``held``, unless not ``counted`` (it waited only to learn that the app stopped for good:
+        not held for it). A live snapshot already stored said it was held: a new one says it is not."""
         held_at = self._held_at
         self._held_at = None
-        self._held = (self._held or 0.0) + time.monotonic() - held_at  # type: ignore[operator]
+        if counted:
+            self._held = (self._held or 0.0) + time.monotonic() - held_at  # type: ignore[operator]
         self._resubmit()
+
+    @property
+    def waited(self) -> float:
+        """Seconds the request waited for the app in its recorded waits that ended (``HoldGate``
+        counts them against its hold)."""
+        return self._held or 0.0
 
     def _resubmit(self) -> None:
         """A new live snapshot, if one was stored already (a later one comes by itself)."""

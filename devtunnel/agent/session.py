@@ -369,8 +369,10 @@ class Session:
         (as GOAWAY allows, docs/protocol.md): a response whose head reached the public client
         is not cut. The relay opens no new stream after the GOAWAY; the connection refuses one
         that crossed it (RESET REFUSED_STREAM). WebSockets, which may last for hours, are not
-        waited for.
+        waited for. The streams cut then are recorded ``agent_stopped`` (``AgentStream.stopped``),
+        unless the connection broke meanwhile (``agent_gone``, as any break records them).
         """
+        began = self._loop.time()
         self.conn.send_goaway(ErrorCode.NO_ERROR, reason)
         self._flush()
         if grace > 0 and not self._http_done():
@@ -389,6 +391,10 @@ class Session:
                 log.warning("tunnel %s: cutting the requests still running (%d, %s)", self.tunnel.name,
                             self._http_running(), why)
             self._flush()  # the last frames of the streams that finished
+        if not self.ws.transport.is_closing():  # cut by this stop, not by a connection that broke meanwhile
+            stopped = f"the agent stopped the tunnel after {round(self._loop.time() - began, 1):g} s of grace"
+            for stream in self.streams.values():
+                stream.stopped = stopped
         await self.ws.close()
 
     def hurry(self) -> None:
@@ -450,6 +456,9 @@ class Session:
                     # The relay dropped it for a limit of its own (its --max-body, or the responses
                     # it holds): the record says so, not that the public client went away.
                     stream.shed = relay_text(event.reason) or "the relay reset it as too large"
+                elif event.code == ErrorCode.CLIENT_TIMEOUT:
+                    # The relay answered 408: its client sent the request body too slowly.
+                    stream.timed_out = relay_text(event.reason) or "the request body came too slowly"
                 task = self.tasks.get(event.stream_id)
                 if task is not None:
                     stream.reset_code = event.code

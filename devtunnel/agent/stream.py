@@ -54,15 +54,21 @@ class AgentStream:
             here and ``acknowledge`` did not give back yet (counted in the link's ``held``).
         shed: why the stream was dropped for its size: by the session, for holding the most
             (``Session.shed``), or by the relay (a RESET with TOO_LARGE); or "".
+        timed_out: why the relay gave up on the public client's request body (a RESET with
+            CLIENT_TIMEOUT: the client got 408), as the relay said it; or "".
+        stopped: why the agent cut the stream when it stopped its tunnel cleanly (``Session.leave``:
+            quit, Ctrl-C, SIGTERM, a tunnel stopped through the API); or "".
     """
 
-    __slots__ = ("stream_id", "reset_code", "held", "shed", "_events", "_link", "_window")
+    __slots__ = ("stream_id", "reset_code", "held", "shed", "timed_out", "stopped", "_events", "_link", "_window")
 
     def __init__(self, link: Link, stream_id: int) -> None:
         self.stream_id = stream_id
         self.reset_code: int | None = None
         self.held = 0
         self.shed = ""
+        self.timed_out = ""
+        self.stopped = ""
         self._link = link
         # Made when first needed: a request answered at once never waits for either.
         self._events: asyncio.Queue[Event] | None = None
@@ -171,11 +177,18 @@ class AgentStream:
         """Why the stream's handler was stopped, as its record says it (``when``: "before ..."):
         the relay reset the stream (the public client went away), or the tunnel's connection to
         the relay was lost (``agent_gone``, as the relay records it: the public client was not
-        the one who left), or the agent or the relay dropped it for holding too much (``too_large``)."""
+        the one who left), or the agent or the relay dropped it for holding too much (``too_large``),
+        or the relay gave up on a request body that came too slowly (``client_timeout``: the
+        client got 408, not a client that went away), or the agent cut it when it stopped the
+        tunnel cleanly (``agent_stopped``: no crash, no broken connection)."""
         if self.shed:
             return "too_large", self.shed
+        if self.timed_out:
+            return "client_timeout", f"the relay timed out the public client's request body {when}: {self.timed_out}"
         if self.reset_code is not None:
             return "client_gone", f"the public client went away {when}"
+        if self.stopped:
+            return "agent_stopped", f"{self.stopped} {when}"
         return "agent_gone", f"the connection to the relay was lost {when}"
 
     def reset(self, code: ErrorCode, reason: str = "") -> None:

@@ -233,6 +233,9 @@ def _live_tunnel(request: Request, name: str) -> TunnelInfo | None:
 
 async def _replay_and_store(request: Request, original: Exchange, to: str | None, edit: Edit | None,
                             tunnel: TunnelInfo | None = None) -> Exchange:
+    """Replay ``original`` to ``to`` (else its target), or through ``tunnel`` (ngrok's ``tunnel_name``:
+    recorded as that tunnel's, under its name, still a replay of ``original``), and store it."""
+    through = tunnel
     # Replay as the tunnel forwards: with its Host handling when it is still running.
     tunnel = tunnel or _live_tunnel(request, original.tunnel)
     if to is None and not original.target_url and tunnel is not None:
@@ -253,6 +256,8 @@ async def _replay_and_store(request: Request, original: Exchange, to: str | None
     else:
         result = await _replay_held(gate, original, to=to, edit=edit, host_header=host_header, verify=verify,
                                     webhooks=service.webhooks)
+    if through is not None:  # listed and counted under the tunnel it went through, as ngrok does
+        result.tunnel = through.name
     service.tell_exchange(result)  # the headless log's line, marked as a replay
     recorder = service.recorder
     try:

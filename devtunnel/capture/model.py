@@ -47,11 +47,14 @@ ErrorKind = Literal[
     "local_timeout",  # the local service did not answer in time
     "local_error",  # the local service broke the connection or sent invalid HTTP
     "client_gone",  # the public client went away before the exchange finished
-    "agent_gone",  # the agent's connection to the relay broke mid-exchange, or the agent itself stopped (capture.runs)
+    "client_timeout",  # the public client sent its request body too slowly: the relay answered 408
+    "agent_gone",  # the agent's connection to the relay broke mid-exchange, or the agent died with it in flight (capture.runs)
+    "agent_stopped",  # the agent stopped its tunnel cleanly (quit, Ctrl-C, SIGTERM) and cut it after the grace
     "too_large",  # a request body exceeded the relay's limit, or the agent held too much of it
     "replay_failed",  # a replay could not be sent
     "bad_request",  # refused before forwarding: the target is not a path, or the head is malformed
     "app_restarting",  # the local app devtunnel runs was down or restarting (502), or did not come back in time (503)
+    "app_stopped",  # the local app devtunnel runs had stopped for good (exited with status 0, or could not start): 502
 ]
 
 _new_object = object.__new__

@@ -112,6 +112,7 @@ class ErrorCode(enum.IntEnum):
     NAME_IN_USE = 12  # GOAWAY: a live connection with the same token holds the name; may retry later
     RULES_REFUSED = 13  # GOAWAY: the relay cannot enforce the HELLO's rules (must not retry)
     TOO_MANY_CONNECTIONS = 14  # GOAWAY: the token holds as many agent connections as the relay allows (must not retry)
+    CLIENT_TIMEOUT = 15  # RESET: the public client sent its request body too slowly (the relay answered 408)
 
 
 class StreamRecord:

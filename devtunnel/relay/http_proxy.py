@@ -542,10 +542,12 @@ class HttpForwarder:
         self._drop_body(tunnel, stream, reason)
 
     def _drop_body(self, tunnel: AgentLink, stream: RelayStream, reason: str) -> None:
+        # CLIENT_TIMEOUT, not CANCEL: the agent records a timeout (``client_timeout``), not a
+        # client that went away; an agent that does not know the code takes it as CANCEL.
         if not tunnel.closed and stream.failure is None:
-            tunnel.conn.reset_stream(stream.id, ErrorCode.CANCEL, reason)
+            tunnel.conn.reset_stream(stream.id, ErrorCode.CLIENT_TIMEOUT, reason)
             tunnel.flush()
-        stream.fail(BodyStalled(stream.id, int(ErrorCode.CANCEL), reason))
+        stream.fail(BodyStalled(stream.id, int(ErrorCode.CLIENT_TIMEOUT), reason))
 
     async def _respond(
         self,

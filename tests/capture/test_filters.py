@@ -171,8 +171,9 @@ def test_flags_match_their_exchanges() -> None:
         ('~u a"b"(c)', "a regular expression with parentheses goes in quotes: 'a\"b\"(c)'", 8),
         ("~c abc", "~c expects a status code number", 4),
         ('body:"open', 'unclosed quote "', 6),
-        ("status:5xx error:refused", "error expects a kind: agent_gone, app_restarting, bad_request, client_gone, local_error, "
-                                     "local_refused, local_timeout, replay_failed, too_large", 18),
+        ("status:5xx error:refused", "error expects a kind: agent_gone, agent_stopped, app_restarting, app_stopped, bad_request,"
+                                     " client_gone, client_timeout, local_error, local_refused, local_timeout, replay_failed, too_large",
+         18),
     ],
 )
 def test_syntax_errors_say_what_was_expected_and_where(expression: str, message: str, column: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtunnel.agent.hold import CONNECT_GRACE
 from devtunnel.capture.store import Store
 from devtunnel.sockets import bindable
 from tests.helpers import free_port, process_alive, wait_for
@@ -727,7 +729,115 @@ def test_an_app_that_exited_cleanly_holds_no_request_for_nothing(start, tmp_path
         took = time.monotonic() - began
     assert response.status_code == 502, response.text
     assert took < 5, took
-    assert "is not ready (exited (0): ended cleanly with code 0: not restarted)" in response.text
+    assert "is not running (exited (0): ended cleanly with code 0: not restarted)" in response.text
+
+
+ENDS_ON = """import os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+if len(sys.argv) > 2:  # ran, go: the second run never listens; the first once go exists, SLOW s later
+    ran, go = sys.argv[2:4]
+    if os.path.exists(ran):
+        time.sleep(600)
+    open(ran, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    time.sleep(float(os.environ.get("SLOW", "0")))
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/crash":
+            os._exit(3)
+        if self.path == "/exit0":
+            os._exit(0)  # ends cleanly, unanswered: not restarted
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\\n")
+
+    def log_message(self, format, *values):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+HELD = re.compile(r"  held (\d+(?:\.\d+)?) (ms|s)$")
+
+
+def _exchange_line(run: Running, path: str) -> str:
+    return run.proc.line(lambda l: f"  GET     {path}  " in l)
+
+
+def _held_in(line: str) -> float | None:
+    """Seconds the log line of an exchange says it was held; None if it says nothing."""
+    found = HELD.search(line)
+    if found is None:
+        return None
+    return float(found.group(1)) / (1000 if found.group(2) == "ms" else 1)
+
+
+def test_a_request_the_app_went_down_with_waits_what_is_left_of_its_hold_not_a_new_one(start, tmp_path: Path) -> None:
+    # --hold 5s, an app slow to start, /crash sent while it started: held until it was ready,
+    # crashed it, and was held again for a whole new hold: "502 6.32 s app_restarting held 6.30 s".
+    # Here the app's first run listens 1.5 s after the request is held, and its restart never does.
+    port, hold = free_port(), 3.0
+    app, go = tmp_path / "app.py", tmp_path / "go"
+    app.write_text(ENDS_ON)
+    run = start(str(port), "--run", f"{sys.executable} {app} {port} {tmp_path / 'ran'} {go}", "--hold", f"{hold:g}s",
+                env={"SLOW": "1.5"})
+    wait_for(lambda: run.app()["state"] == "starting", what="the app starting")
+    answers: list[httpx.Response] = []
+
+    def send() -> None:
+        with httpx.Client(timeout=30) as client:
+            answers.append(run.get(client, "/crash"))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_for(lambda: run.app()["waiting"] == 1, what="the request held while the app starts")
+    go.touch()
+    sender.join(30)
+    [response] = answers
+    assert response.status_code == 503, (response.status_code, response.text)
+    assert response.text.startswith(f"local app restarting: the app is still down after {hold:g} s"), response.text
+    assert run.app()["restarts"] == 1  # it did crash the app, and waited again
+    held = _held_in(_exchange_line(run, "/crash"))
+    assert held is not None and hold - 0.1 <= held <= hold + CONNECT_GRACE + 0.05, held
+    assert run.proc.stop(signal.SIGTERM) == 0
+    [ex] = _records(tmp_path / "c.db")
+    assert ex.held is not None and ex.held <= hold + CONNECT_GRACE + 0.05, ex.held
+
+
+def test_a_request_to_an_app_that_exited_cleanly_says_it_stopped_and_is_not_held(start, tmp_path: Path) -> None:
+    # The app ended with status 0 on /exit0: "local app restarting: ... is not ready (exited (0):
+    # ended cleanly with code 0: not restarted)", about an app that is not restarted, and the log
+    # line said "app_restarting  held 1.2 ms" though such an app holds no request.
+    port = free_port()
+    app = tmp_path / "app.py"
+    app.write_text(ENDS_ON)
+    run = start(str(port), "--run", f"{sys.executable} {app} {port}", "--hold", "5s")
+    wait_for(lambda: run.app()["state"] == "ready", what="the app ready")
+    said = (f"local app stopped: the tunnel {run.name} is online, but its app at http://127.0.0.1:{port} is not"
+            " running (exited (0): ended cleanly with code 0: not restarted).\n")
+    with httpx.Client(timeout=20) as client:
+        exited = run.get(client, "/exit0")  # the app exits with it, unanswered
+        assert run.app()["state"] == "exited"
+        after = run.get(client, "/after")
+    for response in (exited, after):
+        assert response.status_code == 502, (response.status_code, response.text)
+        assert response.headers["X-Devtunnel-Error"] == "app_stopped"
+        assert response.text == said
+    for path in ("/exit0", "/after"):
+        line = _exchange_line(run, path)
+        assert line.endswith("  app_stopped"), line  # no "held"
+        assert _held_in(line) is None, line
+    assert run.proc.stop(signal.SIGTERM) == 0
+    records = {ex.request.path: ex for ex in _records(tmp_path / "c.db")}
+    for path in ("/exit0", "/after"):
+        ex = records[path]
+        assert (ex.status, ex.error, ex.held) == (502, "app_stopped", None), (path, ex.status, ex.error, ex.held)
+        assert ex.error_message == said.rstrip("\n")
 
 
 DAEMON = """import os, sys, time

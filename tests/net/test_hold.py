@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devtunnel.agent.hold import HoldExpired, HoldGate
+from devtunnel.agent.hold import CONNECT_GRACE, HeldFor, HoldExpired, HoldGate
 from devtunnel.capture.model import held_text
 from tests.helpers import async_wait_for, free_port
 from tests.net.tunnel_fixtures import (
@@ -212,6 +212,46 @@ async def test_the_queue_is_bounded_and_the_hold_is_timed() -> None:
         with pytest.raises(HoldExpired, match="has not come up in 0.3 s"):  # never ready: not restarting
             await task
     assert gate.waiting == 0 and gate.expired == 4
+
+
+async def test_a_request_held_again_waits_only_what_its_earlier_waits_left_of_the_hold() -> None:
+    # Each wait had a whole hold of its own: a request the app went down with waited its first
+    # wait, then the hold again ("held 6.30 s" with --hold 5s).
+    gate = HoldGate(0.5)
+    gate.set_app_state(False, "restarting (1)")
+    held = HeldFor()
+    held.held = 0.4  # its first wait, before the app took it and went down with it
+
+    async def connect() -> object:
+        raise AssertionError("not called while the app is down")
+
+    with pytest.raises(HoldExpired, match=r"in 0\.5 s"):
+        await gate.connect(connect, held, again=0.0)
+    assert held.held is not None and held.held <= 0.5 + 0.05, held.held
+
+
+async def test_a_held_requests_connection_takes_at_most_the_grace_past_its_hold() -> None:
+    # The app is back, but does not accept (its listen backlog full: the kernel drops the SYN, and
+    # the client tries again a second later, then 3 s ...): the request waited past its hold for
+    # as long as the connection took, up to the local pool's 10 s.
+    gate = HoldGate(0.3)
+    gate.set_app_state(False, "starting")
+    held = HeldFor()
+
+    async def never_accepted() -> object:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    task = asyncio.create_task(gate.connect(never_accepted, held))
+    await async_wait_for(lambda: gate.waiting == 1, what="the request held")
+    gate.set_app_state(True, "ready")
+    done, _ = await asyncio.wait([task], timeout=5)
+    if not done:
+        task.cancel()
+    assert task in done, "still connecting after 5 s"
+    assert isinstance(task.exception(), TimeoutError)  # as a connection not accepted in time: 504
+    assert held.held is not None and held.held <= 0.3 + CONNECT_GRACE + 0.05, held.held
+    assert gate.waiting == 0 and gate.delivering == 0
 
 
 async def test_end_holding_answers_the_held_requests_at_once_and_holds_no_more() -> None:

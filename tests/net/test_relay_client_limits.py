@@ -176,7 +176,8 @@ async def test_waiting_for_the_agent_window_does_not_count_as_a_stalled_body() -
 
 
 async def test_a_stalled_body_is_dropped_at_the_local_service_and_recorded(tmp_path: Path) -> None:
-    """The whole path: the local service sees its request aborted, the capture says the client went."""
+    """The whole path: the local service sees its request aborted, the capture says the relay timed
+    the body out (the 408 the client got), not that the client went."""
     aborted = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[bytes] = []
@@ -202,7 +203,11 @@ async def test_a_stalled_body_is_dropped_at_the_local_service_and_recorded(tmp_p
             assert received[0].startswith(b"POST /upload HTTP/1.1\r\n")
             assert received[1] in (b"x", b"(reset)")
             [exchange] = await harness.exchanges(1)
-            assert exchange.error == "client_gone"
+            assert exchange.error == "client_timeout"
+            assert exchange.error_message == (
+                "the relay timed out the public client's request body before the response ended: "
+                "the client sent no request body for 0.3 s (after 1 bytes)"
+            )
 
 
 # -- one address's share of a tunnel --------------------------------------------------------------------
