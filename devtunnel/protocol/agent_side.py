@@ -144,7 +144,7 @@ class AgentConnection(Connection):
         if self._goaway_sent or len(self._streams) >= self._max_streams:
             # Refuse without failing the connection; the relay answers its client with 503.
             self._remember_reset(stream_id)
-            self._out.append(f.frame(f.RESET, 0, stream_id, f.U32.pack(ErrorCode.REFUSED_STREAM)))
+            self._reply(f.frame(f.RESET, 0, stream_id, f.U32.pack(ErrorCode.REFUSED_STREAM)))
             return
         websocket = bool(flags & f.WEBSOCKET)
         self._streams[stream_id] = StreamRecord(

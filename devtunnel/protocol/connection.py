@@ -68,6 +68,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_HEAD_SIZE",
     "DEFAULT_MAX_STREAMS",
+    "MAX_UNSENT_REPLIES",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Connection",
@@ -85,6 +86,14 @@ FrameHandler = Callable[[int, int, bytes, list[Event]], None]
 
 _ONE_WAY_TYPES = (f.HELLO, f.WELCOME, f.REQUEST, f.RESPONSE, f.POOL, f.RULES)
 """Frame types only one end may send; the other end fails the connection on receiving one."""
+
+MAX_UNSENT_REPLIES = 1 << 14
+"""Answers to the peer's frames (PONGs, refusals of its streams) that may wait in the send queue,
+not yet taken by ``data_to_send``: one more fails the connection ("too many control frames
+unanswered"), as HTTP/2 implementations bound the answers to a flood of PINGs they cannot send
+(CVE-2019-9512). A shell takes the queue whenever its socket has room, so only a peer that stops
+reading what it asks for gets here. Above what one read of a socket (256 KiB, at most 15,420
+PINGs) or one ``receive_slice`` can ask for, so a peer that reads is never refused."""
 
 
 class Role(enum.Enum):
@@ -174,6 +183,7 @@ class Connection(abc.ABC):
         max_head_size: int = DEFAULT_MAX_HEAD_SIZE,
         versions: tuple[int, ...] = SUPPORTED_VERSIONS,
         max_send_window: int = f.MAX_WINDOW,
+        receive_slice: int | None = None,
     ) -> None:
         """Create the protocol state of one end of a tunnel connection.
 
@@ -185,6 +195,10 @@ class Connection(abc.ABC):
             versions: protocol versions this end speaks (the relay picks the highest shared).
             max_send_window: the most credit we use on a stream, whatever the peer grants: a
                 peer announcing a huge window cannot make us queue more than this for it.
+            receive_slice: the bytes of frames one ``receive_data`` call handles at most (None:
+                all it is given). Frames starting past them wait in ``backlog``, unparsed, for
+                the next call: a shell handed a message of millions of tiny frames handles it a
+                slice per turn of its event loop, never all its events at once.
 
         Raises:
             ValueError: a limit is out of range.
@@ -195,6 +209,8 @@ class Connection(abc.ABC):
             raise ValueError(f"versions must be positive integers, not {versions!r}")
         if type(max_send_window) is not int or not 1 <= max_send_window <= f.MAX_WINDOW:
             raise ValueError(f"max_send_window must be an integer in 1..{f.MAX_WINDOW}, not {max_send_window!r}")
+        if receive_slice is not None and (type(receive_slice) is not int or receive_slice < f.HEADER_SIZE):
+            raise ValueError(f"receive_slice must be None or an integer of at least {f.HEADER_SIZE}, not {receive_slice!r}")
         self.version: int | None = None
         self._settings = settings
         self._initial_window = initial_window
@@ -219,8 +235,14 @@ class Connection(abc.ABC):
 
         self._buffer = bytearray()  # one incomplete frame, never more; sized for it once known
         self._filled = 0  # bytes of it received so far
+        # The caller's bytes past the last slice (receive_slice), parsed from _backlog_pos on.
+        # Never set together with a buffered frame: the backlog's tail is buffered once reached.
+        self._slice = receive_slice
+        self._backlog = b""
+        self._backlog_pos = 0
         self._out: list[bytes | memoryview] = []  # frames and frame pieces, in order
         self._queued_data = 0  # DATA and WS_MESSAGE payload bytes in _out
+        self._replies = 0  # answers to the peer's frames in _out (MAX_UNSENT_REPLIES)
 
         limits = [max_frame_size] * 256
         for ftype in f.HEAD_TYPES:
@@ -402,24 +424,43 @@ class Connection(abc.ABC):
         """Feed received bytes (any split; bytes, bytearray or memoryview); return complete
         events. Raises ProtocolError.
 
+        With a ``receive_slice``, frames past the slice wait in ``backlog``: call again with
+        ``b""`` until ``backlog`` is 0. (More bytes may come meanwhile: they are handled after
+        the backlog, joined to what is left of it, a copy.)
+
         The annotation names each type taken: compiled with mypyc, a parameter refuses what
         its annotation does not name (TypeError), where pure Python took any of them."""
         if self._error is not None:
             raise ProtocolError(f"the tunnel connection already failed: {self._error}", code=self._error.code)
-        if not data:
+        backlog = self._backlog
+        if not data and not backlog:
             return []
         events: list[Event] = []
         try:
-            pos = self._complete_buffered(data, events) if self._filled else 0
-            if pos < 0:
-                return events
-            # Parse straight from the caller's bytes: each payload is copied once, into its event.
-            src = data if type(data) is bytes else bytes(data)
+            if backlog:  # frames a slice left go first (no frame is buffered meanwhile)
+                pos = self._backlog_pos
+                if data:
+                    src = backlog[pos:] + data
+                    pos = 0
+                else:
+                    src = backlog
+                self._backlog = b""
+            else:
+                pos = self._complete_buffered(data, events) if self._filled else 0
+                if pos < 0:
+                    return events
+                # Parse straight from the caller's bytes: each payload is copied once, into its event.
+                src = data if type(data) is bytes else bytes(data)
             size = len(src)
             end = pos
             limits = self._limits
             unpack = _HEADER.unpack_from
-            while size - pos >= 9:
+            last = size - f.HEADER_SIZE  # the last offset a whole header starts at
+            stop = last
+            slice_size = self._slice
+            if slice_size is not None and last - pos >= slice_size:
+                stop = pos + slice_size - 1  # frames starting in the slice are handled, whole
+            while pos <= stop:
                 first, flags, stream_id = unpack(src, pos)
                 length = first >> 8
                 ftype = first & 0xFF
@@ -433,7 +474,11 @@ class Connection(abc.ABC):
                     handler(flags, stream_id, src[pos + 9 : end], events)
                 pos = end
             tail = size - pos
-            if tail:
+            if tail and pos > stop and stop < last:
+                # The slice is done: the frames after it wait, unparsed and uncopied.
+                self._backlog = src
+                self._backlog_pos = pos
+            elif tail:
                 # Keep the incomplete frame in a buffer of exactly its size (just the header's
                 # size while the length is still unknown): it never grows piece by piece.
                 buffer = bytearray(end - pos if tail >= 9 else f.HEADER_SIZE)
@@ -503,6 +548,7 @@ class Connection(abc.ABC):
         data = b"".join(out)
         out.clear()
         self._queued_data = 0
+        self._replies = 0
         return data
 
     @property
@@ -530,6 +576,11 @@ class Connection(abc.ABC):
     def handshake_complete(self) -> bool:
         """True once HELLO and WELCOME were both exchanged."""
         return self._handshake_received and self._handshake_sent
+
+    @property
+    def backlog(self) -> int:
+        """Bytes of received frames left for the next ``receive_data`` call (``receive_slice``)."""
+        return len(self._backlog) - self._backlog_pos if self._backlog else 0
 
     @property
     def buffered(self) -> int:
@@ -567,10 +618,28 @@ class Connection(abc.ABC):
             del reset[next(iter(reset))]
         reset[stream_id] = None
 
+    def _reply(self, frame: bytes) -> None:
+        """Queue an answer to one of the peer's frames, at most ``MAX_UNSENT_REPLIES`` of them
+        until ``data_to_send`` takes them."""
+        replies = self._replies + 1
+        if replies > MAX_UNSENT_REPLIES:
+            # The peer reads nothing: what waits would never be read in time. Dropped, the
+            # GOAWAY goes first (``_fail``) and the memory is let go at once.
+            self._out.clear()
+            self._queued_data = 0
+            self._replies = 0
+            raise ProtocolError(
+                f"too many control frames unanswered: the peer does not read the answers to its frames"
+                f" (PONGs, refusals): more than {MAX_UNSENT_REPLIES} wait to be sent"
+            )
+        self._replies = replies
+        self._out.append(frame)
+
     def _fail(self, exc: ProtocolError) -> None:
         self._error = exc
         self._buffer = bytearray()
         self._filled = 0
+        self._backlog = b""
         try:
             code = ErrorCode(exc.code)
         except ValueError:
@@ -611,7 +680,7 @@ class Connection(abc.ABC):
     def _on_ping(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:
         if stream_id or len(payload) != 8:
             raise ProtocolError("PING frame must carry 8 bytes on stream 0")
-        self._out.append(f.frame(f.PONG, 0, 0, payload))
+        self._reply(f.frame(f.PONG, 0, 0, payload))
         events.append(PingReceived(payload))
 
     def _on_pong(self, flags: int, stream_id: int, payload: bytes, events: list[Event]) -> None:

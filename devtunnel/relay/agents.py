@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,13 @@ log = logging.getLogger("devtunnel.relay")
 # on loopback (100 MiB downloads: about 250-320 MiB/s at 1 MiB, 370-440 MiB/s at 4 MiB). It is
 # also what a slow client can leave buffered here per stream.
 RESPONSE_WINDOW = 4 << 20
+
+RECEIVE_SLICE = 64 << 10
+"""Bytes of an agent's frames handled in one turn of the event loop (``receive_slice``): at most
+7,282 frames (9 bytes each at least), a few milliseconds of work. A message of 59 MiB of tiny
+frames (3.7 million PINGs) is handled a slice per turn, other tunnels served in between, and
+its events never all exist at once; the agent is not read meanwhile (``_Delivery``). A frame
+starting in a slice is handled whole, so a message of large DATA frames is hardly cut."""
 
 BROWSER_REFUSAL = "a web page cannot connect as an agent (the handshake has an Origin header)"
 
@@ -92,6 +100,7 @@ class AgentGate:
             max_streams=self.settings.max_streams,
             initial_window=RESPONSE_WINDOW,
             max_send_window=self.settings.max_window,
+            receive_slice=RECEIVE_SLICE,
         )
         unheard: asyncio.TimeoutError | ProtocolError | None = None
         try:
@@ -176,7 +185,7 @@ class AgentGate:
                 if protocol is not None:
                     # Binary messages are handled in the protocol's callback (see on_bytes); what
                     # still comes through receive() is the end, a text message, or a failure there.
-                    protocol.on_bytes = _deliver(tunnel, protocol)
+                    protocol.on_bytes = _Delivery(tunnel, protocol)
                     tunnel.socket = protocol
                 while True:
                     message = await receive()
@@ -189,6 +198,11 @@ class AgentGate:
                     if data is None:
                         raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
                     tunnel.handle(conn.receive_data(data))
+                    while conn.backlog:  # a slice per turn (RECEIVE_SLICE), reading nothing meanwhile
+                        if conn.wants_to_send:
+                            tunnel.flush()
+                        await asyncio.sleep(0)
+                        tunnel.handle(conn.receive_data(b""))
                     if conn.wants_to_send:  # a PONG; otherwise waking the writer finds nothing to send
                         tunnel.flush()
             except ProtocolError as exc:
@@ -197,7 +211,13 @@ class AgentGate:
                 reason = f"protocol error: {broken}"
                 conn.send_goaway(ErrorCode.PROTOCOL_ERROR, str(broken))  # no-op if the connection queued its own
                 tunnel.close(f"tunnel {name} went offline")
-                await tunnel.finish_writing({"type": "websocket.close", "code": 1002})
+                if isinstance(protocol, GuardedWebSocketProtocol) and not protocol.writable.is_set():
+                    # It does not read (a flood of PINGs whose PONGs it leaves: MAX_UNSENT_REPLIES):
+                    # the GOAWAY goes behind what it has not read, without waiting for it.
+                    await tunnel.stop_writer()
+                    protocol.close_unread(conn.data_to_send(), 1002)
+                else:
+                    await tunnel.finish_writing({"type": "websocket.close", "code": 1002})
         except BaseException as exc:  # cancelled, or a defect: the tunnel is let go first, then raised again
             failed = exc
         if protocol is not None:
@@ -281,26 +301,69 @@ _FAILURE = "devtunnel.failure"
 """Key of a receive() message carrying an exception raised while handling a message in the callback."""
 
 
-def _deliver(tunnel: AgentLink, protocol: DeadPeerWebSocketProtocol) -> Callable[[bytes], None]:
-    """Handle each message from the agent as it arrives, in the protocol's callback.
+class _Delivery:
+    """Handles each message from the agent as it arrives, in the protocol's callback (``on_bytes``).
 
     The same as the receive() loop does, one task hop earlier. An exception (a protocol error,
     or a defect) must not escape into the transport's callback: it goes to the receive() loop
     instead, through the queue, which raises it there as if the loop had handled the message.
-    """
-    conn = tunnel.conn
 
-    def deliver(data: bytes) -> None:
+    A message larger than a slice (``RECEIVE_SLICE``) is handled a slice per turn of the event
+    loop, from ``call_soon``: other tunnels are served in between, and the answers of each slice
+    (PONGs) are flushed before the next. Meanwhile the agent is not read, so what it sends next
+    waits in the kernel, not here.
+    """
+
+    __slots__ = ("tunnel", "protocol", "paused", "waiting")
+
+    def __init__(self, tunnel: AgentLink, protocol: DeadPeerWebSocketProtocol) -> None:
+        self.tunnel = tunnel
+        self.protocol = protocol
+        self.paused = False
+        """Reading is paused, and ``go_on`` scheduled, until the backlog is handled."""
+        self.waiting: deque[bytes] = deque()
+        """Messages that came meanwhile, in the read that brought the one being sliced: they
+        wait their turn (joined to the backlog, each would copy it)."""
+
+    def __call__(self, data: bytes) -> None:
+        if self.paused:
+            self.waiting.append(data)
+        elif self._handle(data) and self.tunnel.conn.backlog:
+            self.paused = True
+            self.protocol.transport.pause_reading()
+            self.protocol.loop.call_soon(self.go_on)
+
+    def go_on(self) -> None:
+        """Handle the next slice of the backlog (or the next message waiting); read the agent
+        again once all are handled."""
+        protocol = self.protocol
+        waiting = self.waiting
+        data = waiting.popleft() if waiting and not self.tunnel.conn.backlog else b""
+        if protocol.on_bytes is not self or not self._handle(data):  # failed, or the tunnel ended
+            self.paused = False
+            waiting.clear()
+            return
+        if self.tunnel.conn.backlog or waiting:
+            protocol.loop.call_soon(self.go_on)
+            return
+        self.paused = False
+        transport = protocol.transport
+        if not protocol.read_paused and not transport.is_closing():  # (uvicorn pauses for its queue)
+            transport.resume_reading()
+
+    def _handle(self, data: bytes) -> bool:
+        """Handle ``data`` (or the next slice of the backlog); False once the connection failed."""
+        tunnel = self.tunnel
+        conn = tunnel.conn
         try:
             tunnel.handle(conn.receive_data(data))
         except Exception as exc:
-            protocol.on_bytes = None  # like the loop, handle nothing after the failure
-            protocol.queue.put_nowait({"type": "websocket.receive", _FAILURE: exc})  # type: ignore[arg-type]  # our marker
-            return
+            self.protocol.on_bytes = None  # like the loop, handle nothing after the failure
+            self.protocol.queue.put_nowait({"type": "websocket.receive", _FAILURE: exc})  # type: ignore[arg-type]  # our marker
+            return False
         if conn.wants_to_send:  # a PONG; otherwise waking the writer finds nothing to send
-            tunnel.flush()
-
-    return deliver
+            tunnel.flush()  # (call_soon: before the next slice)
+        return True
 
 
 async def _read_hello(conn: RelayConnection, receive: Receive) -> Hello | None:
@@ -312,9 +375,13 @@ async def _read_hello(conn: RelayConnection, receive: Receive) -> Hello | None:
         data = message.get("bytes")
         if data is None:
             raise ProtocolError("the agent sent a text WebSocket message; the tunnel speaks binary")
-        for event in conn.receive_data(data):
-            if isinstance(event, Hello):
-                return event
+        while True:  # every slice (a message is 64 KiB at most before login)
+            for event in conn.receive_data(data):
+                if isinstance(event, Hello):
+                    return event
+            if not conn.backlog:
+                break
+            data = b""
 
 
 def _refusal_kind(code: ErrorCode) -> str:

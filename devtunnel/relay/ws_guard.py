@@ -170,6 +170,21 @@ class GuardedWebSocketProtocol(DeadPeerWebSocketProtocol):
         if self._drop_timer is None and not self.disconnected:
             self._drop_timer = self.loop.call_later(self.close_grace, self.transport.abort)
 
+    def close_unread(self, data: bytes, code: int) -> None:
+        """End an agent's connection while it does not read (the transport asks to pause): the
+        binary message ``data`` (its GOAWAY) and a close frame with ``code`` are written at once,
+        behind what it has not read, and the connection is dropped if it did not read up to them
+        within ``close_grace`` seconds. (``send()`` would wait for it to read first.)"""
+        if not self.close_sent and self.handshake_complete and not self.transport.is_closing():
+            if data:
+                self.conn.send_binary(data)
+            self.conn.send_close(code)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+        self.transport.close()
+        if self._drop_timer is None and not self.disconnected:
+            self._drop_timer = self.loop.call_later(self.close_grace, self.transport.abort)
+
     def cut_if_unread(self) -> bool:
         """The relay is stopping: drop this public WebSocket at once if what was written to it
         waits for its client to read (a close frame would wait behind it). The relay's task
