@@ -128,6 +128,7 @@ _CARRIED = 3  # one of the two before was true at the end of an earlier read and
 _FIELD_LINE = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:")
 # The end of a request line: the version and CRLF (llhttp takes no other line end).
 _VERSION_LINE_END = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
+_VERSION_AND_CRLF = len(b" HTTP/1.1\r\n")  # the least a request line's target is followed by
 # Where the parser stands in the messages of a connection (``HeadLimitedHttpProtocol._in_head``):
 _BODY = 0  # past a head: in its body, or its trailer (falsy: the only state a trailer field comes in)
 _HEAD = 1  # in a head that was in progress when the read began, or began in it behind blank lines only
@@ -473,7 +474,8 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
 
     A head larger than ``max_head`` bytes is answered with 431 (every byte received for it
     counts, blank lines before it and spaces the parser skips included, while it is incomplete:
-    ``_bound_head``, and when it comes whole in one read: ``_Walk``); a client that has not sent a complete head ``head_timeout`` seconds after
+    ``_bound_head``, and when it comes whole in one read: ``_Walk``), or 414 when its request
+    line alone is (a target too long: ``_refuse_head``); a client that has not sent a complete head ``head_timeout`` seconds after
     connecting (or after starting the head of a keep-alive request) is dropped, with 408 once it
     has begun a request line. Configure both with ``configured()``.
 
@@ -521,7 +523,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     linger_quiet: float = 5.0
     """Seconds without a byte from the client after which that reading ends (nginx's ``lingering_timeout``)."""
     head_linger_bytes: int = 64 << 10
-    """After the relay's own answer to a head (408, 400, 431, 501: ``_answer_and_close``): the most
+    """After the relay's own answer to a head (408, 400, 414, 431, 501: ``_answer_and_close``): the most
     bytes read (and dropped) from a client still sending, so that the answer is read rather than
     lost to a reset."""
     head_linger_time: float = 2.0
@@ -767,7 +769,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
             else:
                 self._close_after_response()
         elif isinstance(exc.__context__, _HeadTooLarge):
-            self._refuse_head()
+            self._refuse_head(self._request_line_over())
         elif isinstance(exc.__context__, _TrailerTooLarge):
             self._drop_trailer()
         elif isinstance(exc.__context__, _DrainOver):
@@ -836,9 +838,9 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         size = self._head_size + len(url)
         self._head_size = size
+        self.url += url  # (before the bound: the refusal tells a target too long by it, _refuse_head)
         if size > self.max_head:
             raise _HeadTooLarge
-        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
@@ -1238,7 +1240,7 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         if self._head_timer is None:  # (cancelled when the head before ended: on_headers_complete)
             self._arm_head_timer()
         if size + held > self.max_head:
-            self._refuse_head()
+            self._refuse_head(self._request_line_over())
 
     def _bound_blank(self, count: int) -> None:
         """Count blank lines (CR and LF) between requests, or before the first: llhttp
@@ -1364,8 +1366,21 @@ class HeadLimitedHttpProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._refuse(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: %d\r\n" % RETRY_AFTER, DROPPED_PENDING, linger=False)
 
-    def _refuse_head(self) -> None:
+    def _request_line_over(self) -> bool:
+        """Whether the request line of the head in progress passes ``max_head`` by itself: its
+        method, a space, its target as received so far (``on_url``) and the least that can follow
+        it (`` HTTP/1.1`` and CRLF); the spaces llhttp skips and blank lines before it left out."""
+        return len(self.parser.get_method()) + 1 + len(self.url) + _VERSION_AND_CRLF > self.max_head
+
+    def _refuse_head(self, target: bool = False) -> None:
+        """Answer a head over ``max_head`` and close: 414 when its request line alone is over
+        (``target``: the request-target is longer than the relay parses, RFC 9112 3, as nginx
+        answers), else 431 (its header fields, or bytes the parser skips, made it so)."""
         self._cancel_head_timer()
+        if target:
+            self._refuse(b"HTTP/1.1 414 URI Too Long\r\n",
+                         f"request target too long: the request line must fit in {format_size(self.max_head)}\n")
+            return
         self._refuse(b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
                      f"request head larger than {format_size(self.max_head)}\n")
 

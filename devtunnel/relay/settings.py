@@ -43,7 +43,8 @@ class RelaySettings:
     (``127.0.0.1:PORT``) goes to the oldest one, and a Host that does not name this machine gets
     421 (``Relay.answers``)."""
     max_head: int = 64 * 1024
-    """Largest request head (request line and headers) in bytes; larger ones get 431."""
+    """Largest request head (request line and headers) in bytes; larger ones get 431 (414 when
+    the request line alone is larger: a request target too long)."""
     ping_interval: float = 10.0
     """Seconds between WebSocket pings to each agent."""
     ping_timeout: float = 10.0

@@ -91,6 +91,7 @@ def test_every_override_of_the_relays_http_protocol_is_a_uvicorn_method() -> Non
             "_idle", "close_answered", "_linger", "_drain_body", "_dropped", "_drain_due",
             "_drain_over", "_end_drain",  # reading after an answer that came before the body
             "_answer_and_close", "_start_drain",  # the relay's own answer to a head, then a brief read of what still comes
+            "_request_line_over",  # a head over the bound by its request line alone: 414, not 431 (_refuse_head)
             "on_chunk_header"}  # an httptools callback uvicorn does not define: httptools calls it when present
     for name in _own_methods(HeadLimitedHttpProtocol):
         assert name in ours or name in HTTP_PROTOCOL_METHODS, f"HeadLimitedHttpProtocol.{name}: add it to this contract"
