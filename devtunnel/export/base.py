@@ -28,7 +28,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from devtunnel.capture.model import Exchange
 from devtunnel.errors import ExportError
-from devtunnel.values.http1 import Field
+from devtunnel.values.http1 import RELAY_SET, Field
 from devtunnel.export.redact import redact_exchange
 from devtunnel.values.relay_url import quoted_url
 from devtunnel.values.terminal import escape, needs_escape
@@ -283,20 +283,20 @@ def destination(exchange: Exchange, *, base_url: str | None = None, local: bool 
 
 
 _XFF = b"x-forwarded-for"
-_RELAY_SET = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
 
 
 def without_relay_fields(fields: Sequence[Field]) -> list[Field]:
     """``fields`` as the public client sent them: less what the relay added on the way in.
 
     The inverse of the relay's rule (``relay.headers.forward_request_headers``, checked against
-    it in the tests): the relay drops a client's own X-Forwarded-Proto and X-Forwarded-Host and
-    sets its own, so every one captured is the relay's; it appends the client's address to the
-    last X-Forwarded-For as ``", ADDRESS"``, or adds an X-Forwarded-For holding only it. The
-    relay adds no ``Forwarded`` or ``X-Real-IP``: those came from the client (or a proxy before
-    the relay) and stay, as do the client's own X-Forwarded-For entries.
+    it in the tests): the relay drops a client's own X-Forwarded-Proto, X-Forwarded-Host,
+    X-Forwarded-Port, Forwarded and X-Real-IP (``RELAY_SET``) and sets its own, so every one
+    captured is the relay's; it appends the client's address to the last X-Forwarded-For as
+    ``", ADDRESS"``, or adds an X-Forwarded-For holding only it. The client's own X-Forwarded-For
+    entries stay. (A capture an older relay forwarded may hold a client's Forwarded or
+    X-Real-IP: it goes too, and the relay sets its own when the command runs.)
     """
-    out = [(name, value) for name, value in fields if name.lower() not in _RELAY_SET]
+    out = [(name, value) for name, value in fields if name.lower() not in RELAY_SET]
     last = next((i for i in range(len(out) - 1, -1, -1) if out[i][0].lower() == _XFF), None)
     if last is not None:
         name, value = out[last]

@@ -18,7 +18,7 @@ control characters, a body over ``inline_limit``) go to side files:
   ``request-target``.
 
 Sent to the public URL, the headers the relay added on the way in (its X-Forwarded-For entry,
-X-Forwarded-Proto, X-Forwarded-Host) are left out: the relay adds them again
+X-Forwarded-Proto, -Host and -Port, Forwarded, X-Real-IP) are left out: the relay adds them again
 (``export.base.sent_fields``).
 
 A target curl would rewrite (dot segments, spaces, glob characters, non-ASCII) is sent with

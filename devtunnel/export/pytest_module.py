@@ -279,20 +279,37 @@ def _connect_host(url):
 
 
 def _forwarded_as(headers, base):
-    """``headers`` with a captured X-Forwarded-Host and X-Forwarded-Proto saying ``base``, as Host
-    does: a receiver behind a proxy (ProxyFix) builds its URL from them, and a signature over the
-    URL (Twilio's) is made for ``base``."""
+    """``headers`` with a captured X-Forwarded-Host, -Proto and -Port, and the host and proto of a
+    captured Forwarded, saying ``base``, as Host does: a receiver behind a proxy (ProxyFix, Rack)
+    builds its URL from them, and a signature over the URL (Twilio's) is made for ``base``."""
     url = httpx.URL(base)
-    said = {{"x-forwarded-host": url.netloc.decode("ascii"), "x-forwarded-proto": url.scheme}}
-    return [(n, said.get(str(n.decode("latin-1") if isinstance(n, bytes) else n).lower(), v)) for n, v in headers]
+    host = url.netloc.decode("ascii")
+    port = str(url.port or (443 if url.scheme == "https" else 80))
+    said = {{"x-forwarded-host": host, "x-forwarded-proto": url.scheme, "x-forwarded-port": port}}
+    out = []
+    for n, v in headers:
+        name = str(n.decode("latin-1") if isinstance(n, bytes) else n).lower()
+        out.append((n, _forwarded_to(v, host, url.scheme) if name == "forwarded" else said.get(name, v)))
+    return out
+
+
+_FORWARDED_PAIR = re.compile(r'(^|[;,][ \\t]*)(host|proto)=("(?:[^"\\\\]|\\\\.)*"|[^;,]*)', re.IGNORECASE)
+
+
+def _forwarded_to(value, host, scheme):
+    """A Forwarded ``value`` (RFC 7239) with its host and proto parameters saying ``host`` and ``scheme``."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    said = {{"host": host if re.fullmatch(r"[\\w.~!#$%&'*+^`|-]+", host, re.ASCII) else f'"{{host}}"', "proto": scheme}}
+    text = _FORWARDED_PAIR.sub(lambda m: m[1] + m[2] + "=" + said[m[2].lower()], text)
+    return text.encode("latin-1") if isinstance(value, bytes) else text
 
 
 def send(method, captured_base, target, headers, body, provider=None, secret_env=None, timestamped=False,
          version="1.1", scheme=None, signed_url=None, vouched=False):
     """Send the request as captured: text values as UTF-8, bytes as they are, the target and the
     method unchanged (httpx would normalise the one and upper-case the other), in its HTTP
-    version, no header added but Host and Content-Length (X-Forwarded-Host and -Proto, when
-    captured, say the base URL as Host does). ``signed_url``: the URL a captured signature covers
+    version, no header added but Host and Content-Length (X-Forwarded-Host, -Proto and -Port, and
+    Forwarded's host and proto, when captured, say the base URL as Host does). ``signed_url``: the URL a captured signature covers
     (Twilio's), which cannot verify at another. A delivery of ``provider`` is signed afresh with
     the secret of ``secret_env`` that verifies its captured signature; none verifying, only when
     ``vouched`` (judged valid when it came) or SIGN_UNVERIFIED, else it goes as captured and the

@@ -1,5 +1,5 @@
-"""Header rewriting at the relay: hop-by-hop headers out, X-Forwarded-* in, cookies kept to
-the tunnel that set them.
+"""Header rewriting at the relay: hop-by-hop headers out, X-Forwarded-*, Forwarded and
+X-Real-IP in, cookies kept to the tunnel that set them.
 
 Request headers reach the agent as the client wrote them (the relay's HTTP protocol keeps the
 raw names uvicorn would lowercase); values, order and repeats are kept byte for byte. Response
@@ -12,16 +12,16 @@ from operator import itemgetter
 
 from devtunnel.protocol.events import Fields
 from devtunnel.protocol.notice import RULE_HEADER
-from devtunnel.values.http1 import HOP_BY_HOP, connection_tokens, content_length_digits
+from devtunnel.values.http1 import (
+    HOP_BY_HOP, LENGTH_DIGITS, RELAY_SET, connection_tokens, content_length_digits, is_token,
+)
 
 Header = tuple[bytes, bytes]
 
 # What a request loop must look at: hop-by-hop headers, headers the relay sets, and the ones
 # that belong to the public WebSocket handshake (already settled between client and relay).
-_REQUEST_SPECIAL = HOP_BY_HOP | {
+_REQUEST_SPECIAL = HOP_BY_HOP | RELAY_SET | {
     b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
     b"sec-websocket-extensions",
     RULE_HEADER,
 }
@@ -96,6 +96,7 @@ def forward_request_headers(
     client_ip: bytes,
     proto: bytes,
     *,
+    client: bytes | None = None,
     websocket: bool = False,
     lowered: list[Header] | None = None,
 ) -> Fields:
@@ -104,23 +105,25 @@ def forward_request_headers(
     Removes hop-by-hop headers (and every header ``Connection`` names), except ``Connection``
     and ``Upgrade`` on a WebSocket handshake, and a ``devtunnel-rule`` header (``RULE_HEADER``,
     the relay's own); appends the client address to ``X-Forwarded-For``
-    (or adds one); sets ``X-Forwarded-Proto`` and ``X-Forwarded-Host``. Host is kept, and so
-    are the names, values and order of everything else.
+    (or adds one); replaces whatever the client sent of ``RELAY_SET`` with the relay's own
+    (``relay_fields``). Host is kept, and so are the names, values and order of everything else.
 
     Args:
         headers: the request headers in order, names in any case.
         host: the Host header value.
-        client_ip: the client's address.
+        client_ip: the address of the socket's peer, appended to X-Forwarded-For.
         proto: ``b"http"`` or ``b"https"``, as the public client sees the relay.
+        client: the client's address as the relay judges it (``RuleBook.client_of``: behind a
+            trusted proxy or on a forwarded port, the one X-Forwarded-For names; else
+            ``client_ip``, which None stands for), for Forwarded and X-Real-IP.
         websocket: whether this is a WebSocket handshake.
         lowered: ``headers`` with their names lowercased, in the same order (uvicorn's
             ``scope["headers"]``), when at hand: a request without any header this rule
             looks at is then copied as it is, without a loop over its headers.
     """
+    own = relay_fields(host, client_ip if client is None else client, proto)
     if lowered is not None and not websocket and _REQUEST_SPECIAL.isdisjoint(map(_name, lowered)):
-        if host:
-            return (*headers, (b"X-Forwarded-For", client_ip), (b"X-Forwarded-Proto", proto), (b"X-Forwarded-Host", host))
-        return (*headers, (b"X-Forwarded-For", client_ip), (b"X-Forwarded-Proto", proto))
+        return (*headers, (b"X-Forwarded-For", client_ip), *own)
     out: list[Header] = []
     xff_index = -1
     listed: list[bytes] = []
@@ -149,10 +152,43 @@ def forward_request_headers(
         out[xff_index] = (name, value + b", " + client_ip)
     else:
         out.append((b"X-Forwarded-For", client_ip))
-    out.append((b"X-Forwarded-Proto", proto))
-    if host:
-        out.append((b"X-Forwarded-Host", host))
+    out += own
     return tuple(out)
+
+
+def relay_fields(host: bytes, client: bytes, proto: bytes) -> tuple[Header, ...]:
+    """The headers of ``RELAY_SET`` the relay adds to a request to ``host`` (its Host value, b""
+    without one) from ``client`` (an address, b"" when unknown) over ``proto``, all saying the
+    same: ``X-Forwarded-Proto``; with a Host, ``X-Forwarded-Host`` and ``X-Forwarded-Port``
+    (the Host's port, else the scheme's); ``X-Real-IP`` when the address is known; and
+    ``Forwarded`` (RFC 7239): ``for=203.0.113.9;host=name.example;proto=https``, an IPv6
+    address as ``for="[2001:db8::1]"``, a host with a port quoted (``host="a.example:8080"``),
+    an unknown address as ``for=unknown``."""
+    node = (b"[" + client + b"]" if b":" in client else client) or b"unknown"
+    forwarded = b"for=" + _parameter(node)
+    out: list[Header] = [(b"X-Forwarded-Proto", proto)]
+    if host:
+        out += [(b"X-Forwarded-Host", host), (b"X-Forwarded-Port", public_port(host, proto))]
+        forwarded += b";host=" + _parameter(host)
+    if client:
+        out.append((b"X-Real-IP", client))
+    out.append((b"Forwarded", forwarded + b";proto=" + _parameter(proto)))
+    return tuple(out)
+
+
+def public_port(host: bytes, proto: bytes) -> bytes:
+    """The port a public client addressed: ``host``'s (a Host value), else ``proto``'s default."""
+    colon = host.rfind(b":")
+    if colon > host.rfind(b"]") and colon + 1 < len(host):  # (an IPv6 literal's colons are no port's)
+        return host[colon + 1 :]
+    return b"443" if proto == b"https" else b"80"
+
+
+def _parameter(value: bytes) -> bytes:
+    """A Forwarded parameter's value: a token as it is, anything else a quoted-string (RFC 7239 4)."""
+    if is_token(value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def forward_response_headers(headers: Fields, *, length_allowed: bool, host: bytes) -> list[Header] | None:
@@ -178,7 +214,7 @@ def forward_response_headers(headers: Fields, *, length_allowed: bool, host: byt
             continue
         if lower == b"content-length":
             digits = content_length_digits(value)
-            if digits is None:
+            if digits is None or len(digits) > LENGTH_DIGITS:
                 return None
             digits = digits.lstrip(b"0")
             if length is not None and digits != length:
@@ -201,6 +237,7 @@ def length_problem(headers: Fields) -> str | None:
     and writes them all, so ``2`` and ``5``, or ``+5`` (a number to Python, not to HTTP),
     would tell the client, or a proxy in front of the relay, another length than the body's:
     the next response on its connection would be read from the wrong byte (RFC 9110 8.6).
+    Nor may one be longer than ``LENGTH_DIGITS``: no body is that long.
     """
     length: bytes | None = None
     for name, value in headers:
@@ -208,6 +245,8 @@ def length_problem(headers: Fields) -> str | None:
             digits = content_length_digits(value)
             if digits is None:
                 return "an invalid Content-Length"
+            if len(digits) > LENGTH_DIGITS:
+                return f"a Content-Length of more than {LENGTH_DIGITS} digits"
             digits = digits.lstrip(b"0")
             if length is not None and digits != length:
                 return "two different Content-Length values"

@@ -15,15 +15,17 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from devtunnel.protocol.events import StreamReset
-from devtunnel.values.http1 import refused_bytes
+from devtunnel.values.http1 import NOT_IN_TOKEN, refused_bytes
 from devtunnel.relay.asgi import plain
 from devtunnel.relay.headers import request_host
 from devtunnel.relay.http import DirectCycle, HeadLimitedHttpProtocol, frame_http10, not_modified, until_close
-from devtunnel.relay.http_responses import failure_answer, head_refused, invalid_response, log_invalid, response_start
+from devtunnel.relay.http_responses import (
+    body_refused, failure_answer, head_refused, invalid_response, log_invalid, response_start,
+)
 from devtunnel.relay.link import AgentLink, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.slots import ClientSlots
@@ -31,15 +33,16 @@ from devtunnel.rules import Decision
 
 log = logging.getLogger("devtunnel.relay")
 
-# uvicorn's own rules for response header names and values, as translate tables.
-_NAME_REFUSED = refused_bytes(HEADER_RE)
+# uvicorn's own rule for response header values, as a translate table; names are held to the
+# stricter rule of values.http1 (a token: uvicorn lets an empty name and bytes above 0x7f through).
 _VALUE_REFUSED = refused_bytes(HEADER_VALUE_RE)
 
 
 def response_head(cycle: DirectCycle, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
     """The bytes uvicorn's ``RequestResponseCycle.send`` writes for an ``http.response.start``
     message, with the same effects on ``cycle`` (response started, keep-alive, framing, the
-    access log line) and the same errors (``RuntimeError`` for a header it refuses)."""
+    access log line) and the same errors (``RuntimeError`` for a header it refuses), and for a
+    name that is not a token (``values.http1``), which uvicorn would write."""
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     default_headers = cycle.default_headers
@@ -54,7 +57,7 @@ def response_head(cycle: DirectCycle, status: int, headers: list[tuple[bytes, by
     content = [STATUS_LINE[status]]
     has_connection_close = False
     for name, value in headers:
-        if 0 in name.translate(_NAME_REFUSED):  # HEADER_RE.search(name)
+        if not name or 0 in name.translate(NOT_IN_TOKEN):  # (uvicorn: HEADER_RE.search(name))
             raise RuntimeError("Invalid HTTP header name.")
         if 0 in value.translate(_VALUE_REFUSED):  # HEADER_VALUE_RE.search(value)
             raise RuntimeError("Invalid HTTP header value.")
@@ -250,8 +253,9 @@ class DirectExchange:
                 self._finish(complete=False)
                 return
             self._started = True
+            status = start["status"]
             try:
-                head = response_head(cycle, start["status"], start["headers"])  # written with the first body bytes
+                head = response_head(cycle, status, start["headers"])  # written with the first body bytes
             except RuntimeError:  # a header uvicorn's rule refuses: nothing is written yet
                 refusal = head_refused(cycle, self._forwarder.peer_errors, self._tunnel, cycle.scope, start["headers"])
                 write_messages(cycle, refusal)
@@ -266,8 +270,17 @@ class DirectExchange:
             data = chunks.popleft()
             tunnel.taken(stream, len(data))
             last = stream.ended and not chunks
-            out = body_bytes(cycle, data, not last)
+            try:
+                out = body_bytes(cycle, data, not last)
+            except RuntimeError:  # longer than its length (a 204's or 304's: none)
+                if not head:
+                    raise  # the head is out: the connection is dropped (_run)
+                self._refuse_body(status, longer=True)  # (status: set with the head)
+                return
             if head:
+                if last and cycle.expected_content_length and not until_close(cycle.expected_content_length):
+                    self._refuse_body(status, longer=False)  # (complete would find it, the head written)
+                    return
                 transport.writelines((head, out))
                 head = b""
             elif out:
@@ -281,6 +294,9 @@ class DirectExchange:
                 tunnel.flush()
         if stream.ended:
             out = body_bytes(cycle, b"", False)
+            if head and cycle.expected_content_length and not until_close(cycle.expected_content_length):
+                self._refuse_body(status, longer=False)
+                return
             if head or out:
                 transport.write(head + out)
             complete(cycle)
@@ -292,6 +308,13 @@ class DirectExchange:
             # The response has started: the only honest signal left is a broken connection.
             self._client.abort()
             self._finish(complete=False)
+
+    def _refuse_body(self, status: int, *, longer: bool) -> None:
+        """Answer 502 for a body that does not fit the head with ``status``, found before the
+        head was written (``http_responses.body_refused``); the stream is reset."""
+        cycle = self._cycle
+        write_messages(cycle, body_refused(cycle, self._forwarder.peer_errors, self._tunnel, cycle.scope, status, longer))
+        self._finish(complete=False)
 
     def _resend(self, failure: StreamReset) -> bool:
         """Send the request to another pool member (``HttpForwarder.resend``); True when one

@@ -47,13 +47,16 @@ from devtunnel.relay.http import (
     CONNECTION_EXTENSION, RAW_HEADERS_EXTENSION, BodyTap, DirectCycle, HeadLimitedHttpProtocol, not_modified,
 )
 from devtunnel.relay.http_direct import DirectExchange, write_messages
-from devtunnel.relay.http_responses import failure_answer, head_refused, invalid_response, log_invalid, response_start
+from devtunnel.relay.http_responses import (
+    body_mismatch, body_refused, failure_answer, head_refused, invalid_response, log_invalid, response_start,
+)
 from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.pool import Pool
 from devtunnel.relay.rules import NOTICE_BODY, RuleBook, answer_messages, edit_request, local_port, send_answer
 from devtunnel.relay.slots import RETRY_AFTER_HEADER, ClientSlots, over_share
 from devtunnel.rules import Decision
+from devtunnel.values.http1 import fields_problem
 from devtunnel.values.sizes import format_size
 from devtunnel.values.request_head import answer_text
 from devtunnel.values.terminal import clipped
@@ -118,7 +121,8 @@ class HttpForwarder:
         extensions = scope.get("extensions") or {}
         lowered = scope["headers"]
         raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or lowered
-        return forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes, lowered=lowered)
+        client = self.rules.client_ip(scope).encode()
+        return forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes, client=client, lowered=lowered)
 
     def _open(
         self,
@@ -182,9 +186,11 @@ class HttpForwarder:
         if not self.slots.take(tunnel, ip):
             return False  # the ASGI path answers 429
         try:
-            raw = forward_request_headers(cycle.raw_headers, host, ip.encode(), self._proto_bytes, lowered=cycle.headers)
-            request_target = cycle.target
             remote = rules.client_of(ip, cycle.headers, local_port(cycle.scope) if rules.forwarded_ports else 0)
+            raw = forward_request_headers(
+                cycle.raw_headers, host, ip.encode(), self._proto_bytes, client=remote.encode(), lowered=cycle.headers
+            )
+            request_target = cycle.target
             stream_id = self._open(tunnel, cycle.method, request_target, cycle.http_version, raw, remote, has_body, decision)
         except (ProtocolError, ValueError):
             self.slots.give_back(tunnel, ip)
@@ -572,11 +578,20 @@ class HttpForwarder:
         chunks = stream.chunks
         cycle = getattr(send, "__self__", None)  # uvicorn's cycle: its send is a bound method of it
         if cycle is not None:
-            refused = False
-            try:
-                await send(start)
-            except RuntimeError:  # a header uvicorn's rule refuses, before a byte of the head is written
-                refused = True
+            # uvicorn writes the head at once: what it would let through is refused first, as
+            # the direct path refuses it (a name that is not a token: values.http1.fields_problem;
+            # a body that came whole and does not fit the head: body_mismatch).
+            refused = fields_problem(start["headers"]) is not None
+            longer = body_mismatch(scope["method"], start["status"], start["headers"], chunks) if stream.ended else None
+            if longer is not None and not refused:
+                for message in body_refused(cycle, self.peer_errors, tunnel, scope, start["status"], longer):
+                    await send(message)
+                return False
+            if not refused:
+                try:
+                    await send(start)
+                except RuntimeError:  # a header uvicorn's rule refuses, before a byte of the head is written
+                    refused = True
             if refused:
                 for message in head_refused(cycle, self.peer_errors, tunnel, scope, start["headers"]):
                     await send(message)

@@ -8,35 +8,40 @@ callbacks (``http_direct.DirectExchange``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from devtunnel.protocol.connection import ErrorCode
 from devtunnel.protocol.events import StreamReset
 from devtunnel.relay.asgi import Scope, plain
 from devtunnel.relay.headers import forward_response_headers, length_problem, scope_cookies
-from devtunnel.relay.link import AgentLink, BodyStalled, RelayStream
+from devtunnel.relay.link import MAX_AGENT_TEXT, AgentLink, BodyStalled, RelayStream
 from devtunnel.relay.log import PeerErrorLog
 from devtunnel.relay.rules import edit_response
 from devtunnel.rules import Decision
 from devtunnel.values.http1 import fields_problem
 from devtunnel.values.request_head import answer_text
+from devtunnel.values.terminal import clipped, escape
 
 log = logging.getLogger("devtunnel.relay")
 
 def failure_answer(tunnel: AgentLink, failure: StreamReset) -> list[dict[str, Any]]:
-    """What the client gets when the stream failed before the response started."""
+    """What the client gets when the stream failed before the response started. The reason may
+    be the agent's (its RESET's, any text): the page shows it as the relay's log lines do, its
+    first ``MAX_AGENT_TEXT`` characters, each control character escaped (``\\x1b``)."""
+    reason = escape(clipped(failure.reason, MAX_AGENT_TEXT))
     if isinstance(failure, BodyStalled):
-        return plain(408, f"{failure.reason}\n", close=True)
+        return plain(408, f"{reason}\n", close=True)
     if failure.code == ErrorCode.TOO_LARGE:
-        return plain(413, f"{failure.reason}\n", close=True)
+        return plain(413, f"{reason}\n", close=True)
     if failure.code == ErrorCode.REFUSED_STREAM and not tunnel.draining:
-        return plain(503, f"tunnel {tunnel.name} is busy: {failure.reason}\n")
+        return plain(503, f"tunnel {tunnel.name} is busy: {reason}\n")
     if tunnel.end_code == ErrorCode.SHUTTING_DOWN:  # the drain timeout passed, or a second signal came
         return plain(503, f"the relay is stopping: tunnel {tunnel.name} did not answer in time\n", close=True)
     # A stream refused by an agent that is leaving crossed its GOAWAY: as in flight on an agent that left.
     if tunnel.closed or failure.code == ErrorCode.REFUSED_STREAM:
         return plain(502, f"tunnel {tunnel.name} went offline before answering\n")
-    return plain(502, f"tunnel {tunnel.name} could not answer: {failure.reason or 'stream reset'}\n")
+    return plain(502, f"tunnel {tunnel.name} could not answer: {reason or 'stream reset'}\n")
 
 
 def response_start(stream: RelayStream, host: bytes, decision: Decision | None = None) -> dict[str, Any] | None:
@@ -91,6 +96,49 @@ def head_refused(
     if text is None:  # uvicorn refused a header our rule takes: say so all the same
         log_invalid(peer_errors, tunnel, scope, ValueError("a header uvicorn refuses"))
         text = f"tunnel {tunnel.name} answered with an invalid header\n"
+    return _unstarted(cycle, text)
+
+
+def body_refused(
+    cycle: Any, peer_errors: PeerErrorLog, tunnel: AgentLink, scope: Scope, status: int, longer: bool
+) -> list[dict[str, Any]]:
+    """The 502 for a response whose body does not fit its head (``body_problem``), found
+    before a byte of the head was written (the direct path writes it with the first body
+    bytes; the task path judges a response that came whole, ``body_mismatch``), logged as
+    ``log_invalid`` logs, and ``cycle`` put back as ``head_refused`` puts it. Once the head is
+    out, the client's connection is closed instead: a body cut or run over cannot be told."""
+    problem = body_problem(status, longer)
+    log_invalid(peer_errors, tunnel, scope, ValueError(problem))
+    return _unstarted(cycle, f"tunnel {tunnel.name} answered with {problem}\n")
+
+
+def body_problem(status: int, longer: bool) -> str:
+    """What is wrong with a body that does not fit its response head (``longer``: it runs past
+    the length, else it ends short of it): a 204 and a 304 have none (RFC 9110 6.4.1)."""
+    if status in (204, 304):
+        return f"a body in a {status} response, which has none"
+    return f"a body {'longer' if longer else 'shorter'} than its Content-Length"
+
+
+def body_mismatch(method: str, status: int, headers: list[tuple[bytes, bytes]], chunks: Iterable[object]) -> bool | None:
+    """Whether the whole body of a response (its ``chunks``, all of it come) runs past the
+    length its head (``headers``, as ``response_start`` made them) gives it (True), ends short
+    of it (False), or fits (None). The direct path needs no such check: its writer finds the
+    same, before the head is written."""
+    if method == "HEAD":
+        return None
+    size = sum(len(chunk) for chunk in chunks if isinstance(chunk, bytes))
+    if status in (204, 304):
+        return True if size else None
+    for name, value in headers:
+        if name.lower() == b"content-length":  # (digits alone: forward_response_headers checked)
+            length = int(value)
+            return None if size == length else size > length
+    return None
+
+
+def _unstarted(cycle: Any, text: str) -> list[dict[str, Any]]:
+    """The 502 stating ``text``, with ``cycle`` put back as it was before a head was begun on it."""
     cycle.response_started = False
     cycle.chunked_encoding = None  # the framing the refused head's fields before the bad one set
     cycle.expected_content_length = 0

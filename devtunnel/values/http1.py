@@ -19,6 +19,7 @@ __all__ = [
     "OWS",
     "field_value",
     "content_length_digits",
+    "LENGTH_DIGITS",
     "connection_tokens",
     "refused_bytes",
     "NOT_IN_TOKEN",
@@ -68,6 +69,15 @@ def content_length_digits(value: bytes) -> bytes | None:
     number, or compares it, as its own contract says."""
     digits = value.strip(OWS)
     return digits if digits.isdigit() else None
+
+
+LENGTH_DIGITS: Final = 18
+"""The most digits (leading zeros counted) of a Content-Length that is passed on: a request's
+at the agent (``request_head``), a response's at the relay (``relay.headers``). Under 10^18
+bytes, an exbibyte, always an int, never a 4,300-digit parse. A longer one is no body's length
+(a client waits for it for ever), overflows a signed 64-bit length in a proxy or client (RFC
+9110 8.6), and at the relay reaches ``UNTIL_CLOSE`` (``relay.http``), which says a body ends
+with the connection."""
 
 
 def connection_tokens(value: bytes) -> list[bytes]:
@@ -159,6 +169,12 @@ HOP_BY_HOP = frozenset(
 
 FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 """Lower-case names of the fields that say where a body ends: whoever sends the body sets them."""
+
+RELAY_SET = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"forwarded", b"x-real-ip"})
+"""Lower-case names of the fields a relay sets on every public request, whatever the client sent
+of them (``relay.headers.relay_fields``): they say how the request was addressed and by whom,
+which an app builds its URLs and logs from (Rack and Spring read ``Forwarded`` first). The
+relay appends to ``X-Forwarded-For`` instead; the exporters undo both (``export.base``)."""
 
 
 def connection_listed(fields: Iterable[Field]) -> frozenset[bytes]:

@@ -34,7 +34,9 @@ U+FFFD): each output escapes it once, the log's formatter, the inspector and the
 from __future__ import annotations
 
 import re
-from devtunnel.values.http1 import NOT_IN_TOKEN, OWS, content_length_digits, is_token, other_coding, refused_bytes
+from devtunnel.values.http1 import (
+    LENGTH_DIGITS, NOT_IN_TOKEN, OWS, content_length_digits, is_token, other_coding, refused_bytes,
+)
 from devtunnel.values.terminal import escape, quoted, read_utf8_json
 from collections.abc import Iterable
 
@@ -221,7 +223,7 @@ def host_problem(host: bytes) -> str | None:
     return f"the Host header {_shown(host)} holds {what}, which no host name or address does"
 
 
-_MAX_LENGTH_DIGITS = 18  # a Content-Length of up to 999 PB: always an int, never a 4,300-digit parse
+_MAX_LENGTH_DIGITS = LENGTH_DIGITS  # a Content-Length of up to 999 PB: always an int, never a 4,300-digit parse
 
 
 def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int:

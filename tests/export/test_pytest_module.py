@@ -91,7 +91,8 @@ def test_the_base_url_variable_points_the_tests_elsewhere(tmp_path: Path) -> Non
 
 def test_a_twilio_delivery_from_the_public_url_is_signed_for_the_base_its_forwarded_host_says_too(tmp_path: Path) -> None:
     """Found by use: the module signed Twilio's URL for the base it sends to while the captured
-    X-Forwarded-Host still named the public URL, so a receiver behind ProxyFix refused every test;
+    X-Forwarded-Host (Forwarded and X-Forwarded-Port too, since the relay sets them) still named
+    the public URL, so a receiver behind ProxyFix refused every test;
     without the token its captured signature could not verify at another URL, and it failed instead of
     being skipped; a base of the embedded relay's http://NAME.localhost:PORT did not resolve."""
     with receiver(behind_proxy=True) as rx:
@@ -100,7 +101,8 @@ def test_a_twilio_delivery_from_the_public_url_is_signed_for_the_base_its_forwar
         made = sample("twilio", "sms.received", now=time.time())
         provider = by_name("twilio")
         assert provider is not None
-        forwarded = [("X-Forwarded-Host", f"hooks.localhost:{port}"), ("X-Forwarded-Proto", "http")]
+        forwarded = [("X-Forwarded-Host", f"hooks.localhost:{port}"), ("X-Forwarded-Proto", "http"),
+                     ("X-Forwarded-Port", port), ("Forwarded", f'for=127.0.0.1;host="hooks.localhost:{port}";proto=http')]
         headers = provider.sign(Delivery("POST", public + "/twilio/sms", made.headers, made.body),
                                 RECEIVER_SECRETS["TWILIO_AUTH_TOKEN"], time.time())
         captured = make_exchange("POST", "/twilio/sms", [("Host", f"hooks.localhost:{port}"), *headers.items(), *forwarded],
@@ -113,6 +115,8 @@ def test_a_twilio_delivery_from_the_public_url_is_signed_for_the_base_its_forwar
         assert rx.verdicts[-1] == ("/twilio/sms", 200, "ok")
         sent = dict(rx.headers[-1])
         assert sent["X-Forwarded-Host"] == f"127.0.0.1:{port}" and sent["X-Forwarded-Proto"] == "http"
+        # (Rack reads Forwarded first: it says the base too)
+        assert sent["Forwarded"] == f'for=127.0.0.1;host="127.0.0.1:{port}";proto=http' and sent["X-Forwarded-Port"] == port
         bare = _run(module)
         assert "1 skipped" in bare.stdout and (
             f"set TWILIO_AUTH_TOKEN to sign this twilio delivery afresh (its captured signature covers the URL it was"

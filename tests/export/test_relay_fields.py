@@ -18,7 +18,8 @@ from tests.kit.exchanges import make_exchange
 from tests.net.tunnel_fixtures import local_http, parse_response, raw_request, relay_and_agent
 
 NAMES = [b"Host", b"Accept", b"X-Forwarded-For", b"x-forwarded-for", b"X-Forwarded-Proto", b"X-Forwarded-Host",
-         b"Forwarded", b"X-Real-IP", b"X-A"]
+         b"Forwarded", b"X-Real-IP", b"x-forwarded-port", b"X-A"]
+RELAY_SET = (b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"forwarded", b"x-real-ip")
 VALUES = st.lists(st.sampled_from([b"10.0.0.1", b"::1", b",", b", ", b" ", b"a", b"for=1.2.3.4"]), max_size=4).map(b"".join)
 
 
@@ -33,10 +34,10 @@ def test_what_the_relay_adds_is_taken_off_and_nothing_else(fields: list[tuple[by
                                                            lowered: bool) -> None:
     """The relay's rule lives in ``relay.headers``; the exporters undo it in ``export.base``.
     Whatever the client sent, undoing what the relay forwarded gives the client's headers back,
-    less the X-Forwarded-Proto and X-Forwarded-Host the relay replaces with its own."""
+    less the X-Forwarded-Proto, -Host and -Port, Forwarded and X-Real-IP the relay replaces with its own."""
     lower = [(n.lower(), v) for n, v in fields] if lowered else None
     forwarded = forward_request_headers(fields, host, ip, b"https", lowered=lower)
-    client = [(n, v) for n, v in fields if n.lower() not in (b"x-forwarded-proto", b"x-forwarded-host")]
+    client = [(n, v) for n, v in fields if n.lower() not in RELAY_SET]
     assert without_relay_fields(forwarded) == client
 
 
@@ -52,7 +53,7 @@ def test_a_command_to_the_public_url_leaves_the_relays_headers_out_and_to_the_se
     public = export(fmt, CAPTURED).text
     assert "10.9.9.9, 127.0.0.1" not in public and "X-Forwarded-Proto" not in public and "X-Forwarded-Host" not in public
     assert "X-Forwarded-For: 10.9.9.9'" in public or "X-Forwarded-For:10.9.9.9 " in public
-    assert "X-Real-IP" in public and "Forwarded" in public  # the client's: the relay adds none
+    assert "X-Real-IP" not in public and "Forwarded:" not in public  # the relay's: it sets its own again
     for options in ({"local": True}, {"base_url": "http://127.0.0.1:9000"}):
         assert "10.9.9.9, 127.0.0.1" in export(fmt, CAPTURED, **options).text  # as the service got it
 
@@ -64,15 +65,15 @@ def test_a_har_entry_has_the_headers_of_a_request_to_its_url() -> None:
         entry = json.loads(export("har", CAPTURED, **options).text)["log"]["entries"][0]["request"]
         return [(h["name"], h["value"]) for h in entry["headers"]]
 
-    assert headers() == [("Host", "app.example"), ("X-Forwarded-For", "10.9.9.9"), ("X-Real-IP", "10.9.9.9"),
-                         ("Forwarded", "for=10.9.9.9"), ("Content-Length", "2")]
+    assert headers() == [("Host", "app.example"), ("X-Forwarded-For", "10.9.9.9"), ("Content-Length", "2")]
     assert ("X-Forwarded-For", "10.9.9.9, 127.0.0.1") in headers(local=True)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
 async def test_the_curl_command_of_a_capture_run_against_the_public_url_arrives_with_the_same_headers(tmp_path: Path) -> None:
     """The exported command sent the relay's X-Forwarded-For entry along, and the relay added
-    another: the service got ``10.9.9.9, 127.0.0.1, 127.0.0.1``, and X-Real-IP was fine."""
+    another: the service got ``10.9.9.9, 127.0.0.1, 127.0.0.1``. X-Real-IP and Forwarded are the
+    relay's, left out of the command and set again."""
     with local_http() as (port, _):
         async with relay_and_agent(tmp_path) as h:
             await h.start(str(port), name="app")
@@ -86,4 +87,5 @@ async def test_the_curl_command_of_a_capture_run_against_the_public_url_arrives_
             assert done.returncode == 0, done.stderr
             _, again = await h.exchanges(2)
     assert first.request.headers.get_all("x-forwarded-for") == ["10.9.9.9, 127.0.0.1"]
+    assert first.request.headers.get_all("x-real-ip") == ["127.0.0.1"]  # the relay's, not the client's
     assert again.request.headers.fields == first.request.headers.fields

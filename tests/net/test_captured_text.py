@@ -23,6 +23,7 @@ import httpx
 
 from devtunnel.api.app import serve_api
 from devtunnel.capture.model import new_id
+from devtunnel.values.http1 import RELAY_SET
 from tests.net.tunnel_fixtures import local_http, raw_request, relay_and_agent
 
 DEVTUNNEL = str(Path(sys.executable).parent / "devtunnel")
@@ -103,8 +104,10 @@ async def test_header_values_read_alike_in_the_api_har_and_show(tmp_path: Path) 
     headers = c.headers["request"]["headers"]
     assert headers["X-Utf8"] == ["Größe"] and headers["X-Stray"] == ["Gr\ufffde"], headers
     har_headers = {h["name"]: h["value"] for h in c.har[c.headers["id"]]["request"]["headers"]}
-    # (An entry's URL is the public one: the relay's X-Forwarded-* are not the client's request.)
-    client = {n: v for n, v in headers.items() if not n.startswith("X-Forwarded-")}
+    # (An entry's URL is the public one: the relay's X-Forwarded-*, Forwarded and X-Real-IP are
+    # not the client's request.)
+    client = {n: v for n, v in headers.items()
+              if not n.startswith("X-Forwarded-") and n.lower().encode() not in RELAY_SET}
     assert {n: [v] for n, v in har_headers.items()} == client
 
     proc = await asyncio.to_thread(_cli, c.db, "show", c.headers["id"])

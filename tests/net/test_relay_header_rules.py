@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
 
@@ -67,3 +67,23 @@ def test_asking_once_for_all_fields_says_what_asking_each_says(fields: list[tupl
 
     each = [p for name, value in fields if (p := field_problem(name, value)) is not None]
     assert fields_problem(fields) == (each[0] if each else None)
+
+
+@settings(deadline=None)  # (the first example imports the uvicorn contract's helpers)
+@given(name=DATA)
+def test_the_direct_path_refuses_every_name_the_one_field_rule_refuses(name: bytes) -> None:
+    # Names are held to values.http1's rule, not uvicorn's: uvicorn writes an empty name and one
+    # with bytes above 0x7f, which no HTTP/1.1 client may take (RFC 9110 5.6.2).
+    from devtunnel.relay.http_direct import response_head
+    from devtunnel.values.http1 import field_problem
+    from tests.net.test_uvicorn_contract import _direct_cycle
+
+    cycle, _, _ = _direct_cycle("GET", "1.1", True, [])
+    try:
+        response_head(cycle, 200, [(b"content-length", b"0"), (name, b"v")])
+    except RuntimeError as exc:
+        assert str(exc) == "Invalid HTTP header name."
+        refused = True
+    else:
+        refused = False
+    assert refused == (field_problem(name, b"v") is not None), name

@@ -3,7 +3,8 @@ service that records what it receives, and once through a real relay and agent, 
 compared: what the service received (request line, header names, values, case and order, body
 bytes) and what the client got (status, headers, body). The differences docs/relay.md lists ("What
 the relay does to traffic", "Through the tunnel and straight to the service") are taken out before
-comparing: the ``Host`` (the tunnel's name), hop-by-hop fields, ``X-Forwarded-*``, the framing,
+comparing: the ``Host`` (the tunnel's name), hop-by-hop fields, ``X-Forwarded-*``, ``Forwarded``
+and ``X-Real-IP`` (the relay's own), the framing,
 response header names' case. Anything else that differs is a bug.
 
 The same exchanges are checked in the store: the record holds what the service was sent and what
@@ -252,10 +253,11 @@ def _named_by_connection(fields: Fields) -> set[bytes]:
 
 def as_compared(request: Received) -> dict[str, Any]:
     """A received request without what the relay documents it changes (Host, hop-by-hop fields,
-    X-Forwarded-*)."""
+    X-Forwarded-*, Forwarded, X-Real-IP)."""
     named = _named_by_connection(request.headers)
     headers = [(n, v) for n, v in request.headers
-               if n.lower() not in _HOP_BY_HOP | named | {b"host"} and not n.lower().startswith(b"x-forwarded-")]
+               if n.lower() not in _HOP_BY_HOP | named | {b"host", b"forwarded", b"x-real-ip"}
+               and not n.lower().startswith(b"x-forwarded-")]
     return {"method": request.method, "target": request.target, "headers": headers, "body": request.body,
             "complete": request.complete}
 

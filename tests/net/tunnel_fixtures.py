@@ -409,15 +409,17 @@ class Harness:
 
 @asynccontextmanager
 async def relay_and_agent(tmp_path: Path, *, relay_port: int = 0, backoff: Backoff | None = None,
-                          body_cap: int = 10 << 20, body_budget: int | None = None,
+                          body_cap: int = 10 << 20, body_budget: int | None = None, relay_host: str = "127.0.0.1",
                           **relay_settings: Any) -> AsyncIterator[Harness]:
-    """A token-checking relay on loopback (``relay_settings`` override its settings) and an agent
-    service recording to ``tmp_path`` (``body_budget``: its ``--body-budget``, else the default)."""
-    relay = Relay(RelaySettings(host="127.0.0.1", port=relay_port, domain="localhost", tokens=[TOKEN], **relay_settings))
+    """A token-checking relay on loopback (``relay_host``: ``::1`` for IPv6; ``relay_settings``
+    override its settings) and an agent service recording to ``tmp_path`` (``body_budget``: its
+    ``--body-budget``, else the default)."""
+    relay = Relay(RelaySettings(host=relay_host, port=relay_port, domain="localhost", tokens=[TOKEN], **relay_settings))
     await relay.start()
     store = Store(tmp_path / "captures.db")
     recorder = Recorder(store)
-    service = AgentService(store=store, recorder=recorder, relay=f"ws://127.0.0.1:{relay.port}", token=TOKEN,
+    authority = f"[{relay_host}]" if ":" in relay_host else relay_host
+    service = AgentService(store=store, recorder=recorder, relay=f"ws://{authority}:{relay.port}", token=TOKEN,
                            body_cap=body_cap, backoff=backoff,
                            **({} if body_budget is None else {"body_budget": body_budget}))
     harness = Harness(relay, service, store, recorder)
