@@ -121,8 +121,7 @@ class HttpForwarder:
         extensions = scope.get("extensions") or {}
         lowered = scope["headers"]
         raw_headers = extensions.get(RAW_HEADERS_EXTENSION) or lowered
-        client = self.rules.client_ip(scope).encode()
-        return forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes, client=client, lowered=lowered)
+        return forward_request_headers(raw_headers, host, ip.encode(), self._proto_bytes, lowered=lowered)
 
     def _open(
         self,
@@ -187,9 +186,7 @@ class HttpForwarder:
             return False  # the ASGI path answers 429
         try:
             remote = rules.client_of(ip, cycle.headers, local_port(cycle.scope) if rules.forwarded_ports else 0)
-            raw = forward_request_headers(
-                cycle.raw_headers, host, ip.encode(), self._proto_bytes, client=remote.encode(), lowered=cycle.headers
-            )
+            raw = forward_request_headers(cycle.raw_headers, host, ip.encode(), self._proto_bytes, lowered=cycle.headers)
             request_target = cycle.target
             stream_id = self._open(tunnel, cycle.method, request_target, cycle.http_version, raw, remote, has_body, decision)
         except (ProtocolError, ValueError):

@@ -32,13 +32,12 @@ from devtunnel.values.websocket import sendable_close_code, sendable_close_reaso
 log = logging.getLogger("devtunnel.relay")
 
 
-def _fields(scope: Scope, host: bytes, ip: str, proto: bytes, client: str) -> Fields:
+def _fields(scope: Scope, host: bytes, ip: str, proto: bytes) -> Fields:
     """The handshake's headers as they go to the agent, names in the client's case (uvicorn
-    lowercases those of ``scope["headers"]``; ``RAW_HEADERS_EXTENSION`` holds them as sent);
-    ``client``: the client's address as the rules judge it (``RuleBook.client_ip``)."""
+    lowercases those of ``scope["headers"]``; ``RAW_HEADERS_EXTENSION`` holds them as sent)."""
     lowered = scope["headers"]
     raw = (scope.get("extensions") or {}).get(RAW_HEADERS_EXTENSION) or lowered
-    return forward_request_headers(raw, host, ip.encode(), proto, client=client.encode(), websocket=True)
+    return forward_request_headers(raw, host, ip.encode(), proto, websocket=True)
 
 # Close codes that name a condition but may not be sent in a close frame (RFC 6455 7.4.1).
 class WebSocketForwarder:
@@ -72,7 +71,7 @@ class WebSocketForwarder:
         ip = client_ip(scope)
         decision = self.rules.judge(tunnel, scope)
         if decision is not None and decision.answer is not None:
-            fields = _fields(scope, host, ip, self._proto_bytes, self.rules.client_ip(scope))
+            fields = _fields(scope, host, ip, self._proto_bytes)
             self.rules.notify(tunnel, scope, fields, decision)
             if decision.answer.drop:
                 protocol = protocol_of(receive)
@@ -101,12 +100,11 @@ class WebSocketForwarder:
         ip: str,
         decision: Decision | None = None,
     ) -> None:
-        remote = self.rules.client_ip(scope)
-        raw = _fields(scope, host, ip, self._proto_bytes, remote)
+        raw = _fields(scope, host, ip, self._proto_bytes)
         fields = edit_request(raw, decision) if decision is not None else strip_rule_header(raw)
         try:
             stream_id = conn.open_request(
-                b"GET", target(scope), b"1.1", fields, end_stream=True, remote_addr=remote,
+                b"GET", target(scope), b"1.1", fields, end_stream=True, remote_addr=self.rules.client_ip(scope),
                 scheme=self.proto, websocket=True,
             )
         except (ProtocolError, ValueError) as exc:

@@ -171,10 +171,11 @@ FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 """Lower-case names of the fields that say where a body ends: whoever sends the body sets them."""
 
 RELAY_SET = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"forwarded", b"x-real-ip"})
-"""Lower-case names of the fields a relay sets on every public request, whatever the client sent
-of them (``relay.headers.relay_fields``): they say how the request was addressed and by whom,
-which an app builds its URLs and logs from (Rack and Spring read ``Forwarded`` first). The
-relay appends to ``X-Forwarded-For`` instead; the exporters undo both (``export.base``)."""
+"""Lower-case names of the fields a relay removes from every public request, whatever the client
+sent of them, and of which it sets its own ``X-Forwarded-Proto`` and ``X-Forwarded-Host``
+(``relay.headers.relay_fields``): they say how the request was addressed and by whom, which an
+app builds its URLs and logs from (Rack and Spring read ``Forwarded`` first). The relay appends
+to ``X-Forwarded-For`` instead; the exporters undo both (``export.base``)."""
 
 
 def connection_listed(fields: Iterable[Field]) -> frozenset[bytes]:

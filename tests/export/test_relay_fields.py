@@ -34,7 +34,8 @@ def test_what_the_relay_adds_is_taken_off_and_nothing_else(fields: list[tuple[by
                                                            lowered: bool) -> None:
     """The relay's rule lives in ``relay.headers``; the exporters undo it in ``export.base``.
     Whatever the client sent, undoing what the relay forwarded gives the client's headers back,
-    less the X-Forwarded-Proto, -Host and -Port, Forwarded and X-Real-IP the relay replaces with its own."""
+    less the X-Forwarded-Proto, -Host and -Port, Forwarded and X-Real-IP the relay takes off (and
+    sets its own X-Forwarded-Proto and -Host)."""
     lower = [(n.lower(), v) for n, v in fields] if lowered else None
     forwarded = forward_request_headers(fields, host, ip, b"https", lowered=lower)
     client = [(n, v) for n, v in fields if n.lower() not in RELAY_SET]
@@ -53,7 +54,7 @@ def test_a_command_to_the_public_url_leaves_the_relays_headers_out_and_to_the_se
     public = export(fmt, CAPTURED).text
     assert "10.9.9.9, 127.0.0.1" not in public and "X-Forwarded-Proto" not in public and "X-Forwarded-Host" not in public
     assert "X-Forwarded-For: 10.9.9.9'" in public or "X-Forwarded-For:10.9.9.9 " in public
-    assert "X-Real-IP" not in public and "Forwarded:" not in public  # the relay's: it sets its own again
+    assert "X-Real-IP" not in public and "Forwarded:" not in public  # the relay takes them off
     for options in ({"local": True}, {"base_url": "http://127.0.0.1:9000"}):
         assert "10.9.9.9, 127.0.0.1" in export(fmt, CAPTURED, **options).text  # as the service got it
 
@@ -72,8 +73,8 @@ def test_a_har_entry_has_the_headers_of_a_request_to_its_url() -> None:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
 async def test_the_curl_command_of_a_capture_run_against_the_public_url_arrives_with_the_same_headers(tmp_path: Path) -> None:
     """The exported command sent the relay's X-Forwarded-For entry along, and the relay added
-    another: the service got ``10.9.9.9, 127.0.0.1, 127.0.0.1``. X-Real-IP and Forwarded are the
-    relay's, left out of the command and set again."""
+    another: the service got ``10.9.9.9, 127.0.0.1, 127.0.0.1``. A client's X-Real-IP and
+    Forwarded never reach the service: the command sends none."""
     with local_http() as (port, _):
         async with relay_and_agent(tmp_path) as h:
             await h.start(str(port), name="app")
@@ -87,5 +88,5 @@ async def test_the_curl_command_of_a_capture_run_against_the_public_url_arrives_
             assert done.returncode == 0, done.stderr
             _, again = await h.exchanges(2)
     assert first.request.headers.get_all("x-forwarded-for") == ["10.9.9.9, 127.0.0.1"]
-    assert first.request.headers.get_all("x-real-ip") == ["127.0.0.1"]  # the relay's, not the client's
+    assert first.request.headers.get_all("x-real-ip") == []  # the client's was taken off by the relay
     assert again.request.headers.fields == first.request.headers.fields
