@@ -63,7 +63,7 @@ def _bounded(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(("command", "prefix", "code"), [
     (["config", "import-ngrok", "ngrok.yml", "--dry-run"], "devtunnel config: ", 2),
     (["config", "import-ngrok", "ngrok.yml"], "devtunnel config: ", 2),
-    (["config", "check", "--config", "ngrok.yml"], "devtunnel config: ", 1),
+    (["config", "check", "--config", "ngrok.yml"], "devtunnel config: ", 2),  # an invalid file: bad usage, as README says
     (["start", "web", "--config", "ngrok.yml", "--no-tui", "--api-port", "0"], "devtunnel: ", 2),
     (["start", "--all", "--config", "ngrok.yml", "--no-tui", "--api-port", "0"], "devtunnel: ", 2),
 ])
